@@ -1,0 +1,503 @@
+"""SIP requests and responses (RFC 3261 7).
+
+A message keeps its headers as an ordered list of ``(name, value)`` text pairs, which
+is what it serializes; typed views of the headers (Via, From, To, CSeq...) are parsed
+on first use and cached until the headers change. The parser touches the mandatory
+ones, so a parsed message is known to have valid ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Generic, TypeVar, overload
+
+from minipbx.sip.errors import ParseError
+from minipbx.sip.headers import (
+    CANONICAL,
+    LIST_HEADERS,
+    CSeq,
+    NameAddr,
+    Token,
+    Via,
+    canonical_name,
+    parse_name_addr_list,
+    parse_tokens,
+    parse_uint,
+    parse_via_list,
+    split_list,
+)
+from minipbx.sip.uri import Uri
+
+T = TypeVar("T")
+
+REASONS = {
+    100: "Trying", 180: "Ringing", 181: "Call Is Being Forwarded", 182: "Queued",
+    183: "Session Progress", 199: "Early Dialog Terminated", 200: "OK", 202: "Accepted",
+    204: "No Notification", 300: "Multiple Choices", 301: "Moved Permanently",
+    302: "Moved Temporarily", 305: "Use Proxy", 380: "Alternative Service", 400: "Bad Request",
+    401: "Unauthorized", 402: "Payment Required", 403: "Forbidden", 404: "Not Found",
+    405: "Method Not Allowed", 406: "Not Acceptable", 407: "Proxy Authentication Required",
+    408: "Request Timeout", 410: "Gone", 412: "Conditional Request Failed",
+    413: "Request Entity Too Large", 414: "Request-URI Too Long",
+    415: "Unsupported Media Type", 416: "Unsupported URI Scheme", 420: "Bad Extension",
+    421: "Extension Required", 422: "Session Interval Too Small", 423: "Interval Too Brief",
+    429: "Provide Referrer Identity", 430: "Flow Failed", 439: "First Hop Lacks Outbound Support",
+    480: "Temporarily Unavailable", 481: "Call/Transaction Does Not Exist",
+    482: "Loop Detected", 483: "Too Many Hops", 484: "Address Incomplete", 485: "Ambiguous",
+    486: "Busy Here", 487: "Request Terminated", 488: "Not Acceptable Here",
+    489: "Bad Event", 491: "Request Pending", 493: "Undecipherable",
+    494: "Security Agreement Required", 500: "Server Internal Error", 501: "Not Implemented",
+    502: "Bad Gateway", 503: "Service Unavailable", 504: "Server Time-out",
+    505: "Version Not Supported", 513: "Message Too Large", 580: "Precondition Failure",
+    600: "Busy Everywhere", 603: "Decline", 604: "Does Not Exist Anywhere",
+    606: "Not Acceptable",
+}  # fmt: skip
+
+
+def header_key(name: str) -> str:
+    """The lookup key of a header name: its canonical spelling, lower-cased."""
+    key = _KEYS.get(name)
+    if key is None:
+        key = canonical_name(name).lower()
+    return key
+
+
+_KEYS: dict[str, str] = {}
+for _alias, _canon in CANONICAL.items():
+    _KEYS[_alias] = _KEYS[_canon] = _KEYS[_canon.lower()] = _canon.lower()
+
+
+class Headers:
+    """Ordered, case-insensitive multi-map of header lines with a cache of typed values."""
+
+    __slots__ = ("_cache", "_index", "_items")
+
+    def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
+        self._items: list[tuple[str, str]] = [(canonical_name(n), v) for n, v in items]
+        self._index: dict[str, list[str]] | None = None
+        self._cache: dict[str, Any] = {}
+
+    @classmethod
+    def _trusted(
+        cls, items: list[tuple[str, str]], index: dict[str, list[str]] | None = None
+    ) -> Headers:
+        """Wrap a list whose names are already canonical (used by the parser)."""
+        obj = cls.__new__(cls)
+        obj._items = items
+        obj._index = index
+        obj._cache = {}
+        return obj
+
+    def _changed(self) -> None:
+        self._index = None
+        self._cache.clear()
+
+    def _lookup(self) -> dict[str, list[str]]:
+        index = self._index
+        if index is None:
+            index = self._index = {}
+            for n, v in self._items:
+                key = header_key(n)
+                if key in index:
+                    index[key].append(v)
+                else:
+                    index[key] = [v]
+        return index
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Headers) and self._items == other._items
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and header_key(name) in self._lookup()
+
+    def __repr__(self) -> str:
+        return f"Headers({self._items!r})"
+
+    def get(self, name: str) -> str | None:
+        """The value of the first line called ``name``, or None."""
+        values = self._lookup().get(header_key(name))
+        return values[0] if values else None
+
+    def get_all(self, name: str) -> list[str]:
+        """The values of every line called ``name``, in order."""
+        return self._lookup().get(header_key(name), [])
+
+    def values(self, name: str) -> list[str]:
+        """Every value of a list header, lines split on commas (RFC 3261 7.3.1)."""
+        key = header_key(name)
+        lines = self._lookup().get(key, [])
+        if key not in LIST_HEADERS:
+            return list(lines)
+        out: list[str] = []
+        for line in lines:
+            out.extend(split_list(line))
+        return out
+
+    def add(self, name: str, value: str) -> None:
+        """Append a header line."""
+        self._items.append((canonical_name(name), value))
+        self._changed()
+
+    def prepend(self, name: str, value: str) -> None:
+        """Insert a header line before all others (used for Via, Record-Route)."""
+        self._items.insert(0, (canonical_name(name), value))
+        self._changed()
+
+    def set(self, name: str, value: str) -> None:
+        """Replace every line called ``name`` with one line, in place of the first."""
+        name = canonical_name(name)
+        key = header_key(name)
+        out: list[tuple[str, str]] = []
+        placed = False
+        for n, v in self._items:
+            if header_key(n) == key:
+                if not placed:
+                    out.append((name, value))
+                    placed = True
+            else:
+                out.append((n, v))
+        if not placed:
+            out.append((name, value))
+        self._items = out
+        self._changed()
+
+    def remove(self, name: str) -> int:
+        """Remove every line called ``name``; return how many were removed."""
+        key = header_key(name)
+        before = len(self._items)
+        self._items = [(n, v) for n, v in self._items if header_key(n) != key]
+        self._changed()
+        return before - len(self._items)
+
+    def pop_first_value(self, name: str) -> str | None:
+        """Remove the first value of a list header (e.g. the top Via) and return it."""
+        key = header_key(name)
+        for i, (n, v) in enumerate(self._items):
+            if header_key(n) == key:
+                first, *rest = split_list(v)
+                if rest:
+                    self._items[i] = (n, ", ".join(rest))
+                else:
+                    del self._items[i]
+                self._changed()
+                return first
+        return None
+
+    def copy(self) -> Headers:
+        """A shallow copy (values are immutable strings)."""
+        return Headers._trusted(list(self._items))
+
+
+_MISSING = object()
+Lines = list[str] | None
+
+
+def _one(lines: Lines, name: str) -> str:
+    if not lines:
+        raise ParseError(f"missing {name} header")
+    if len(lines) > 1:
+        raise ParseError(f"more than one {name} header")
+    return lines[0]
+
+
+def _vias(lines: Lines) -> list[Via]:
+    if not lines:
+        raise ParseError("missing Via header")
+    if len(lines) == 1:
+        return parse_via_list(lines[0])
+    return [via for line in lines for via in parse_via_list(line)]
+
+
+def _from(lines: Lines) -> NameAddr:
+    return NameAddr.parse(_one(lines, "From"), "From")
+
+
+def _to(lines: Lines) -> NameAddr:
+    return NameAddr.parse(_one(lines, "To"), "To")
+
+
+def _call_id(lines: Lines) -> str:
+    value = _one(lines, "Call-ID")
+    if not value or " " in value or "\t" in value:
+        raise ParseError(f"malformed Call-ID {value!r}")
+    return value
+
+
+def _cseq(lines: Lines) -> CSeq:
+    return CSeq.parse(_one(lines, "CSeq"))
+
+
+def _content_length(lines: Lines) -> int | None:
+    if not lines:
+        return None
+    values = {parse_uint(v, "Content-Length") for v in lines}
+    if len(values) > 1:
+        raise ParseError("conflicting Content-Length headers")
+    return values.pop()
+
+
+def _expires(lines: Lines) -> int | None:
+    return None if not lines else parse_uint(_one(lines, "Expires"), "Expires")
+
+
+def _max_forwards(lines: Lines) -> int | None:
+    return None if not lines else parse_uint(_one(lines, "Max-Forwards"), "Max-Forwards", 255)
+
+
+def _contacts(lines: Lines) -> list[NameAddr]:
+    out: list[NameAddr] = []
+    for line in lines or ():
+        if line.strip() != "*":
+            out.extend(parse_name_addr_list(line, "Contact"))
+    for contact in out:
+        value = contact.params.get("expires")
+        if value is not None:
+            parse_uint(value, "Contact expires")
+    return out
+
+
+def _routes(lines: Lines) -> list[NameAddr]:
+    return [na for line in lines or () for na in parse_name_addr_list(line, "Route")]
+
+
+def _record_routes(lines: Lines) -> list[NameAddr]:
+    return [na for line in lines or () for na in parse_name_addr_list(line, "Record-Route")]
+
+
+class typed_header(Generic[T]):  # noqa: N801 - a property-like descriptor
+    """A typed view of one header, parsed on first use and cached until the headers change."""
+
+    def __init__(self, key: str, build: Callable[[Lines], T], doc: str) -> None:
+        self.key = key
+        self.build = build
+        self.__doc__ = doc
+        self.name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, msg: None, owner: Any = None) -> typed_header[T]: ...
+    @overload
+    def __get__(self, msg: Message, owner: Any = None) -> T: ...
+    def __get__(self, msg: Message | None, owner: Any = None) -> T | typed_header[T]:
+        if msg is None:
+            return self
+        headers = msg.headers
+        cache = headers._cache
+        value = cache.get(self.name, _MISSING)
+        if value is _MISSING:
+            value = cache[self.name] = self.build(headers._lookup().get(self.key))
+        return value  # type: ignore[no-any-return]
+
+    def fill(self, headers: Headers, index: dict[str, list[str]]) -> None:
+        """Parse the header into the cache now (the parser validates this way)."""
+        headers._cache[self.name] = self.build(index.get(self.key))
+
+
+class Message:
+    """Common part of requests and responses."""
+
+    __slots__ = ("body", "headers")
+
+    def __init__(self, headers: Headers, body: bytes) -> None:
+        self.headers = headers
+        self.body = body
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, Message)
+            and type(other) is type(self)
+            and self._start() == other._start()
+            and self.headers == other.headers
+            and self.body == other.body
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def _start(self) -> str:
+        raise NotImplementedError
+
+    def __bytes__(self) -> bytes:
+        lines = [self._start()]
+        lines += [f"{n}: {v}" for n, v in self.headers._items]
+        lines.append("\r\n")
+        return "\r\n".join(lines).encode("utf-8", "surrogateescape") + self.body
+
+    # Typed views of the headers (parsed once, cached until the headers change).
+    vias = typed_header("via", _vias, "Every Via value, top first (RFC 3261 20.42).")
+    from_ = typed_header("from", _from, "The From header (RFC 3261 20.20).")
+    to = typed_header("to", _to, "The To header (RFC 3261 20.39).")
+    call_id = typed_header("call-id", _call_id, "The Call-ID (RFC 3261 20.8), no whitespace.")
+    cseq = typed_header("cseq", _cseq, "The CSeq header (RFC 3261 20.16).")
+    content_length = typed_header("content-length", _content_length, "Content-Length or None.")
+    expires = typed_header("expires", _expires, "The Expires delta-seconds, or None.")
+    contacts = typed_header(
+        "contact", _contacts, "Every Contact value; ``Contact: *`` gives [] (see star_contact)."
+    )
+
+    routes = typed_header("route", _routes, "Route values in order (RFC 3261 20.34).")
+    record_routes = typed_header(
+        "record-route", _record_routes, "Record-Route values in order (RFC 3261 20.30)."
+    )
+
+    @property
+    def via(self) -> Via:
+        """The top Via."""
+        return self.vias[0]
+
+    @property
+    def star_contact(self) -> bool:
+        """True for ``Contact: *`` (REGISTER removing every binding, RFC 3261 10.2.2)."""
+        lines = self.headers.get_all("Contact")
+        return any(line.strip() == "*" for line in lines)
+
+    def name_addrs(self, name: str) -> list[NameAddr]:
+        """Route, Record-Route, Path, Service-Route... values, in order."""
+        out: list[NameAddr] = []
+        for line in self.headers.get_all(name):
+            out.extend(parse_name_addr_list(line, name))
+        return out
+
+    def tokens(self, name: str) -> list[str]:
+        """Token-list headers (Supported, Require, Allow, Allow-Events, Unsupported)."""
+        out: list[str] = []
+        for line in self.headers.get_all(name):
+            out.extend(parse_tokens(line, name))
+        return out
+
+    def token(self, name: str) -> Token | None:
+        """A ``token;params`` header (Event, Subscription-State, Content-Type), or None."""
+        value = self.headers.get(name)
+        return None if value is None else Token.parse(value, name)
+
+    def reasons(self) -> list[Token]:
+        """Reason header values (RFC 3326): protocol with cause and text parameters."""
+        return [Token.parse(v, "Reason") for v in self.headers.values("Reason")]
+
+    def set_body(self, body: bytes, content_type: str | None = None) -> None:
+        """Set the body and its Content-Length (and Content-Type when given)."""
+        self.body = body
+        if content_type is not None:
+            self.headers.set("Content-Type", content_type)
+        elif not body:
+            self.headers.remove("Content-Type")
+        self.headers.set("Content-Length", str(len(body)))
+
+
+class Request(Message):
+    """A SIP request: method, Request-URI, headers, body."""
+
+    __slots__ = ("method", "uri")
+
+    def __init__(
+        self, method: str, uri: Uri, headers: Headers | None = None, body: bytes = b""
+    ) -> None:
+        super().__init__(headers if headers is not None else Headers(), body)
+        self.method = method
+        self.uri = uri
+
+    def _start(self) -> str:
+        return f"{self.method} {self.uri} SIP/2.0"
+
+    def __repr__(self) -> str:
+        return f"<Request {self.method} {self.uri}>"
+
+    max_forwards = typed_header("max-forwards", _max_forwards, "Max-Forwards (0-255) or None.")
+
+    def response(
+        self,
+        status: int,
+        reason: str | None = None,
+        *,
+        to_tag: str | None = None,
+        headers: Iterable[tuple[str, str]] = (),
+        body: bytes = b"",
+        content_type: str | None = None,
+    ) -> Response:
+        """Build a response to this request (RFC 3261 8.2.6.2).
+
+        Via, From, To, Call-ID and CSeq are copied; ``to_tag`` is added to To when the
+        request's To has none (the UAS picks the tag; 100 Trying never gets one).
+        """
+        src = self.headers
+        items: list[tuple[str, str]] = [(n, v) for n, v in src._items if n == "Via"]
+        to = src.get("To") or ""
+        if to_tag is not None and status > 100 and self.to.tag is None:
+            to = f"{to};tag={to_tag}"
+        items += [
+            ("From", src.get("From") or ""),
+            ("To", to),
+            ("Call-ID", src.get("Call-ID") or ""),
+            ("CSeq", src.get("CSeq") or ""),
+        ]
+        if status == 100 and (ts := src.get("Timestamp")) is not None:
+            items.append(("Timestamp", ts))  # RFC 3261 8.2.6.1
+        items += [(canonical_name(n), v) for n, v in headers]
+        resp = Response(status, reason or REASONS.get(status, ""), Headers._trusted(items))
+        resp.set_body(body, content_type)
+        return resp
+
+
+class Response(Message):
+    """A SIP response: status code, reason phrase, headers, body."""
+
+    __slots__ = ("reason", "status")
+
+    def __init__(
+        self, status: int, reason: str = "", headers: Headers | None = None, body: bytes = b""
+    ) -> None:
+        super().__init__(headers if headers is not None else Headers(), body)
+        self.status = status
+        self.reason = reason
+
+    def _start(self) -> str:
+        return f"SIP/2.0 {self.status} {self.reason}"
+
+    def __repr__(self) -> str:
+        return f"<Response {self.status} {self.reason}>"
+
+    @property
+    def provisional(self) -> bool:
+        """1xx."""
+        return self.status < 200
+
+    @property
+    def success(self) -> bool:
+        """2xx."""
+        return 200 <= self.status < 300
+
+
+def build_request(
+    method: str,
+    uri: Uri,
+    *,
+    via: Via,
+    from_: NameAddr,
+    to: NameAddr,
+    call_id: str,
+    cseq: int,
+    max_forwards: int = 70,
+    headers: Iterable[tuple[str, str]] = (),
+    body: bytes = b"",
+    content_type: str | None = None,
+) -> Request:
+    """Build a request from its parts in the order RFC 3261 8.1.1 lists them."""
+    items = [
+        ("Via", str(via)),
+        ("Max-Forwards", str(max_forwards)),
+        ("From", str(from_)),
+        ("To", str(to)),
+        ("Call-ID", call_id),
+        ("CSeq", f"{cseq} {method}"),
+    ]
+    items += [(canonical_name(n), v) for n, v in headers]
+    req = Request(method, uri, Headers._trusted(items))
+    req.set_body(body, content_type)
+    return req

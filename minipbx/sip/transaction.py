@@ -1,0 +1,387 @@
+"""The SIP transaction layer (RFC 3261 17, RFC 6026), sans-IO in the style of aioquic.
+
+The glue feeds parsed messages with ``receive(message, source, now)``, sends what
+``datagrams_to_send()`` returns, calls ``handle_timer(now)`` at ``get_timer()`` and passes the
+events of ``next_event()`` to the transaction user (TU). The TU starts client transactions
+with ``send_request`` and answers server transactions with ``send_response``.
+
+Decisions worth knowing:
+
+- 100 Trying (RFC 3261 17.2.1): a server INVITE transaction sends it by itself when the TU
+  has sent no response ``TimerSettings.trying_delay`` (200 ms) after the INVITE, or at once
+  when the INVITE is retransmitted before the TU answered. A TU that wants it at once sends
+  it itself or sets ``trying_delay=0``.
+- 2xx to INVITE (RFC 6026): the server transaction goes to Accepted. On UDP the layer, acting
+  for the UAS core (RFC 3261 13.3.1.4), retransmits the 2xx (T1 doubling up to T2) until an
+  ACK with the same Call-ID, CSeq number, From tag and To tag arrives; the ACK is still
+  reported (:class:`AckReceived`). No ACK before timer L: :class:`AckTimedOut` (send BYE).
+  The TU must therefore not retransmit 2xx itself.
+- On the client side, every 2xx (first and retransmitted, any To tag) reaches the TU as
+  :class:`ResponseReceived` while the transaction is in Accepted; the TU sends the ACK with
+  ``send_stateless`` (RFC 3261 13.2.2.4). Later strays come out as :class:`UnmatchedResponse`.
+- Timer B runs in Calling only: how long a call may ring is the TU's choice. Once the TU
+  sends a CANCEL (``build_cancel``; only after a provisional arrived, RFC 3261 9.1), the
+  INVITE client transaction ends with :class:`TransactionTimedOut` if no final response
+  arrives within 64*T1.
+- Server transactions learn whether their transport is reliable from ``receive(...,
+  reliable=)``; when not given, from the top Via's transport (UDP is unreliable).
+"""
+
+from __future__ import annotations
+
+import heapq
+import secrets
+from collections import deque
+from collections.abc import Callable, Hashable
+
+from minipbx.sip.errors import TransactionError
+from minipbx.sip.message import Message, Request, Response
+from minipbx.sip.transaction_machine import (
+    INITIAL_STATE,
+    MAGIC_COOKIE,
+    STATE_TIMERS,
+    TRANSITIONS,
+    AckReceived,
+    AckTimedOut,
+    Action,
+    Address,
+    ClientTransaction,
+    Event,
+    RequestReceived,
+    ResponseReceived,
+    ServerTransaction,
+    TimerSettings,
+    Transaction,
+    TransactionKind,
+    TransactionTerminated,
+    TransactionTimedOut,
+    TransportFailed,
+    Trigger,
+    TxState,
+    UnmatchedResponse,
+    build_ack,
+    build_cancel,
+)
+from minipbx.sip.transaction_machine import make_branch as _make_branch
+
+__all__ = [
+    "INITIAL_STATE",
+    "MAGIC_COOKIE",
+    "STATE_TIMERS",
+    "TRANSITIONS",
+    "AckReceived",
+    "AckTimedOut",
+    "Action",
+    "Address",
+    "ClientTransaction",
+    "Event",
+    "RequestReceived",
+    "ResponseReceived",
+    "ServerTransaction",
+    "TimerSettings",
+    "Transaction",
+    "TransactionKind",
+    "TransactionLayer",
+    "TransactionTerminated",
+    "TransactionTimedOut",
+    "TransportFailed",
+    "Trigger",
+    "TxState",
+    "UnmatchedResponse",
+    "build_ack",
+    "build_cancel",
+    "make_branch",
+]
+
+_UNRELIABLE = frozenset({"UDP"})
+_HeapEntry = tuple[float, int, Transaction, Trigger]
+_AckKey = tuple[str, int, str | None, str | None]
+
+
+def make_branch(entropy: Callable[[int], bytes] = secrets.token_bytes) -> str:
+    """A fresh branch id with the RFC 3261 magic cookie (8.1.1.7); ``entropy(n)`` gives n bytes."""
+    return _make_branch(entropy)
+
+
+def _status_trigger(status: int, sending: bool) -> Trigger:
+    if not 100 <= status <= 699:
+        raise TransactionError(f"status code {status} out of range")
+    if status < 200:
+        return Trigger.SEND_1XX if sending else Trigger.RECV_1XX
+    if status < 300:
+        return Trigger.SEND_2XX if sending else Trigger.RECV_2XX
+    return Trigger.SEND_FINAL if sending else Trigger.RECV_FINAL
+
+
+class TransactionLayer:
+    """Matches messages to transactions, runs their timers and queues bytes and events."""
+
+    def __init__(self, settings: TimerSettings | None = None) -> None:
+        self.settings = settings if settings is not None else TimerSettings()
+        self._durations = {r: self.settings.durations(r) for r in (False, True)}
+        self._client: dict[Hashable, ClientTransaction] = {}
+        self._server: dict[Hashable, ServerTransaction] = {}
+        self._accepted: dict[_AckKey, ServerTransaction] = {}  # 2xx sent, waiting for ACK
+        self._datagrams: list[tuple[bytes, Address]] = []
+        self._events: deque[Event] = deque()
+        self._heap: list[_HeapEntry] = []
+        self._token = 0
+        self._live = 0  # armed timers; the rest of the heap is stale (lazy deletion)
+
+    # -- queries -------------------------------------------------------------------------
+
+    @property
+    def transaction_count(self) -> int:
+        """Live client and server transactions."""
+        return len(self._client) + len(self._server)
+
+    def find_cancelled(self, cancel: Request) -> ServerTransaction | None:
+        """The INVITE server transaction a CANCEL cancels, or None (answer 481).
+
+        RFC 3261 9.2: matched like a request (17.2.3) but with method INVITE; the RFC 2543
+        fallback compares Request-URI, To and From tags, Call-ID, CSeq number and top Via.
+        The transaction may already have sent its final response (``final_sent``): answer
+        the CANCEL 200 and leave the INVITE alone.
+        """
+        key, _ = _server_key(cancel, "INVITE", cancel.to.tag)
+        tx = self._server.get(key)
+        return tx if tx is not None and tx.kind is TransactionKind.SERVER_INVITE else None
+
+    # -- input -----------------------------------------------------------------------------
+
+    def receive(
+        self,
+        message: Request | Response,
+        source: Address,
+        now: float,
+        *,
+        reliable: bool | None = None,
+    ) -> None:
+        """Handle a parsed message that arrived from ``source``."""
+        if isinstance(message, Response):
+            self._receive_response(message, source, now)
+        elif message.method == "ACK":
+            self._receive_ack(message, source, now)
+        else:
+            self._receive_request(message, source, now, reliable)
+
+    def _receive_response(self, response: Response, source: Address, now: float) -> None:
+        # RFC 3261 17.1.3: top Via branch and CSeq method.
+        tx = self._client.get((response.via.branch, response.cseq.method))
+        if tx is None:
+            self._events.append(UnmatchedResponse(response, source))
+            return
+        tx._handle(_status_trigger(response.status, False), now, response, source)
+
+    def _receive_request(
+        self, request: Request, source: Address, now: float, reliable: bool | None
+    ) -> None:
+        key, _ = _server_key(request, request.method, request.to.tag)
+        tx = self._server.get(key)
+        if tx is not None:  # a retransmission: RFC 3261 17.2.1, 17.2.2
+            tx._handle(Trigger.RECV_REQUEST, now, request, source)
+            return
+        if reliable is None:
+            reliable = request.via.transport not in _UNRELIABLE
+        kind = (
+            TransactionKind.SERVER_INVITE
+            if request.method == "INVITE"
+            else TransactionKind.SERVER_NON_INVITE
+        )
+        tx = ServerTransaction(kind, request, source, reliable, key, self)
+        self._server[key] = tx
+        self._events.append(RequestReceived(tx, request, source))
+        tx._start(now)
+
+    def _receive_ack(self, ack: Request, source: Address, now: float) -> None:
+        tx = self._ack_transaction(ack)
+        if tx is not None:
+            if tx.state is TxState.COMPLETED or tx.state is TxState.CONFIRMED:
+                tx._handle(Trigger.RECV_ACK, now, ack, source)  # absorbed (17.2.1)
+                return
+            if tx.state is TxState.ACCEPTED:
+                tx._handle(Trigger.RECV_ACK, now, ack, source)  # reported by PASS_ACK
+                return
+            # Proceeding: no final response yet, so this ACK acknowledges nothing here.
+        # An ACK for a 2xx is a transaction of its own (RFC 3261 17); RFC 3261 13.3.1.4.
+        waiting = self._accepted.get((ack.call_id, ack.cseq.seq, ack.from_.tag, ack.to.tag))
+        if waiting is not None:
+            waiting._handle(Trigger.RECV_ACK, now, ack, source)
+        else:
+            self._events.append(AckReceived(ack, source, None))
+
+    def _ack_transaction(self, ack: Request) -> ServerTransaction | None:
+        """The INVITE server transaction an ACK belongs to (RFC 3261 17.2.3)."""
+        key, rfc3261 = _server_key(ack, "INVITE", ack.to.tag)
+        tx = self._server.get(key)
+        if rfc3261:
+            return tx
+        if tx is None:  # RFC 2543: the INVITE of a new dialog had no To tag
+            tx = self._server.get(_server_key(ack, "INVITE", None)[0])
+        # RFC 2543: the ACK's To tag must be the tag of the response we sent.
+        if tx is None or tx.last_response is None or tx.last_response.to.tag != ack.to.tag:
+            return None
+        return tx
+
+    # -- output ----------------------------------------------------------------------------
+
+    def send_request(
+        self, request: Request, destination: Address, reliable: bool, now: float
+    ) -> ClientTransaction:
+        """Start a client transaction for ``request`` and queue it for ``destination``.
+
+        The top Via must carry a branch with the magic cookie (see :func:`make_branch`).
+        ACK is not sent in a transaction: use :meth:`send_stateless`.
+        """
+        method = request.method
+        if method == "ACK":
+            raise TransactionError("ACK is not a transaction: use send_stateless")
+        branch = request.via.branch
+        if branch is None or not branch.startswith(MAGIC_COOKIE):
+            raise TransactionError(f"top Via branch {branch!r} lacks the RFC 3261 magic cookie")
+        key = (branch, method)
+        if key in self._client:
+            raise TransactionError(f"a client transaction with branch {branch} is running")
+        kind = (
+            TransactionKind.CLIENT_INVITE
+            if method == "INVITE"
+            else TransactionKind.CLIENT_NON_INVITE
+        )
+        tx = ClientTransaction(kind, request, destination, reliable, key, self)
+        self._client[key] = tx
+        tx._data = bytes(request)  # serialized once; retransmissions reuse the bytes
+        self._datagrams.append((tx._data, destination))
+        tx._start(now)
+        if method == "CANCEL":
+            self._cancelling(branch, now)
+        return tx
+
+    def _cancelling(self, branch: str, now: float) -> None:
+        """RFC 3261 9.1: without a final response 64*T1 after the CANCEL, the INVITE client
+        transaction is destroyed (reported as a timeout, so the TU acts as on a 408)."""
+        invite = self._client.get((branch, "INVITE"))
+        if (
+            invite is not None
+            and invite.state in (TxState.CALLING, TxState.PROCEEDING)
+            and Trigger.TIMER_CANCEL not in invite._timers
+        ):
+            self._arm(invite, Trigger.TIMER_CANCEL, now + 64 * self.settings.t1)
+
+    def send_response(self, transaction: ServerTransaction, response: Response, now: float) -> None:
+        """Send a response from the TU on a server transaction.
+
+        Raises :class:`TransactionError` when the transaction's state does not allow it
+        (e.g. a second final response, or any response once terminated).
+        """
+        transaction._handle(_status_trigger(response.status, True), now, response)
+        if transaction.state is TxState.ACCEPTED and not transaction.acked:
+            req = transaction.request
+            key = (req.call_id, req.cseq.seq, req.from_.tag, response.to.tag)
+            self._accepted[key] = transaction
+
+    def send_stateless(self, message: Message, destination: Address) -> None:
+        """Queue a message outside any transaction (ACK for a 2xx, stateless replies)."""
+        self._datagrams.append((bytes(message), destination))
+
+    def transport_error(self, transaction: Transaction, now: float) -> None:
+        """Report that sending for ``transaction`` failed (RFC 3261 17.1.4, 17.2.4)."""
+        if not transaction.terminated:
+            transaction._handle(Trigger.TRANSPORT_ERROR, now)
+
+    def datagrams_to_send(self) -> list[tuple[bytes, Address]]:
+        """Every (bytes, destination) queued since the last call, in order."""
+        out, self._datagrams = self._datagrams, []
+        return out
+
+    def next_event(self) -> Event | None:
+        """The oldest event not yet taken, or None."""
+        return self._events.popleft() if self._events else None
+
+    def events(self) -> list[Event]:
+        """Every event not yet taken, in order."""
+        out = list(self._events)
+        self._events.clear()
+        return out
+
+    # -- timers ----------------------------------------------------------------------------
+
+    def get_timer(self) -> float | None:
+        """The earliest deadline of any transaction, or None."""
+        heap = self._heap
+        while heap:
+            _, token, tx, timer = heap[0]
+            if tx._timers.get(timer) == token:
+                return heap[0][0]
+            heapq.heappop(heap)  # stale: disarmed or re-armed since
+        return None
+
+    def handle_timer(self, now: float) -> None:
+        """Fire every timer whose deadline is not after ``now``."""
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            _, token, tx, timer = heapq.heappop(heap)
+            if tx._timers.get(timer) != token:
+                continue
+            del tx._timers[timer]
+            self._live -= 1
+            tx._handle(timer, now)
+
+    # -- Host protocol, called by the transactions -------------------------------------------
+
+    def _send(self, data: bytes, destination: Address) -> None:
+        self._datagrams.append((data, destination))
+
+    def _emit(self, event: Event) -> None:
+        self._events.append(event)
+
+    def _arm(self, tx: Transaction, timer: Trigger, deadline: float) -> None:
+        self._token += 1
+        if timer not in tx._timers:
+            self._live += 1
+        tx._timers[timer] = self._token
+        heap = self._heap
+        heapq.heappush(heap, (deadline, self._token, tx, timer))
+        if len(heap) > 2 * self._live + 256:
+            # Lazy deletion leaves stale entries (and the transactions they hold); drop them.
+            heap[:] = [e for e in heap if e[2]._timers.get(e[3]) == e[1]]
+            heapq.heapify(heap)
+
+    def _disarm(self, tx: Transaction, timer: Trigger) -> None:
+        if tx._timers.pop(timer, None) is not None:
+            self._live -= 1
+
+    def _removed(self, tx: Transaction) -> None:
+        self._live -= len(tx._timers)
+        tx._timers.clear()
+        table: dict[Hashable, ClientTransaction] | dict[Hashable, ServerTransaction]
+        table = self._client if isinstance(tx, ClientTransaction) else self._server
+        if table.get(tx.key) is tx:
+            del table[tx.key]
+        if tx.kind is TransactionKind.SERVER_INVITE and tx.last_response is not None:
+            req = tx.request
+            key = (req.call_id, req.cseq.seq, req.from_.tag, tx.last_response.to.tag)
+            if self._accepted.get(key) is tx:
+                del self._accepted[key]
+        self._events.append(TransactionTerminated(tx))
+
+
+def _server_key(request: Request, method: str, to_tag: str | None) -> tuple[Hashable, bool]:
+    """The server transaction key of RFC 3261 17.2.3 and whether it is the RFC 3261 kind.
+
+    ``method`` is the method of the transaction sought (INVITE for ACK and for the CANCEL
+    lookup). ``to_tag`` is used by the RFC 2543 fallback only.
+    """
+    via = request.via
+    branch = via.branch
+    if branch is not None and branch.startswith(MAGIC_COOKIE):
+        return (branch, via.host.lower(), via.port, method), True
+    # RFC 2543 (RFC 3261 17.2.3): Request-URI, To tag, From tag, Call-ID, CSeq, top Via.
+    return (
+        str(request.uri),
+        to_tag,
+        request.from_.tag,
+        request.call_id,
+        request.cseq.seq,
+        method,
+        str(via),
+    ), False
