@@ -197,6 +197,8 @@ def canonical_name(name: str) -> str:
 
 def is_token(text: str) -> bool:
     """True when ``text`` is an RFC 3261 token."""
+    if text.isalpha() and text.isascii():  # most tokens: methods, transports
+        return True
     return bool(text) and not text.strip(TOKEN_CHARS)
 
 
@@ -424,7 +426,7 @@ class Via:
                 raise ParseError(f"malformed Via {value[:80]!r}")
             protocol = f"{m.group(1)}/{m.group(2)}"
             transport, rest = m.group(3), value[m.end() :]
-        if not transport or transport.strip(TOKEN_CHARS):
+        if not is_token(transport):
             raise ParseError(f"bad Via transport {transport[:20]!r}")
         sent_by, semi, params = rest.partition(";")
         sent_by = sent_by.strip(" \t")

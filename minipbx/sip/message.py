@@ -9,7 +9,7 @@ ones, so a parsed message is known to have valid ones.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, Generic, TypeVar, overload
+from typing import Any, Generic, TypeVar
 
 from minipbx.sip.errors import ParseError
 from minipbx.sip.headers import (
@@ -270,25 +270,18 @@ def _record_routes(lines: Lines) -> list[NameAddr]:
     return [na for line in lines or () for na in parse_name_addr_list(line, "Record-Route")]
 
 
-class typed_header(Generic[T]):  # noqa: N801 - a property-like descriptor
+class View(Generic[T]):
     """A typed view of one header, parsed on first use and cached until the headers change."""
 
-    def __init__(self, key: str, build: Callable[[Lines], T], doc: str) -> None:
+    __slots__ = ("build", "key", "name")
+
+    def __init__(self, name: str, key: str, build: Callable[[Lines], T]) -> None:
+        self.name = name
         self.key = key
         self.build = build
-        self.__doc__ = doc
-        self.name = ""
 
-    def __set_name__(self, owner: type, name: str) -> None:
-        self.name = name
-
-    @overload
-    def __get__(self, msg: None, owner: Any = None) -> typed_header[T]: ...
-    @overload
-    def __get__(self, msg: Message, owner: Any = None) -> T: ...
-    def __get__(self, msg: Message | None, owner: Any = None) -> T | typed_header[T]:
-        if msg is None:
-            return self
+    def get(self, msg: Message) -> T:
+        """The parsed value for ``msg`` (from the cache when already parsed)."""
         headers = msg.headers
         cache = headers._cache
         value = cache.get(self.name, _MISSING)
@@ -299,6 +292,19 @@ class typed_header(Generic[T]):  # noqa: N801 - a property-like descriptor
     def fill(self, headers: Headers, index: dict[str, list[str]]) -> None:
         """Parse the header into the cache now (the parser validates this way)."""
         headers._cache[self.name] = self.build(index.get(self.key))
+
+
+VIAS = View("vias", "via", _vias)
+FROM = View("from", "from", _from)
+TO = View("to", "to", _to)
+CALL_ID = View("call-id", "call-id", _call_id)
+CSEQ = View("cseq", "cseq", _cseq)
+CONTENT_LENGTH = View("content-length", "content-length", _content_length)
+EXPIRES = View("expires", "expires", _expires)
+MAX_FORWARDS = View("max-forwards", "max-forwards", _max_forwards)
+CONTACTS = View("contact", "contact", _contacts)
+ROUTES = View("route", "route", _routes)
+RECORD_ROUTES = View("record-route", "record-route", _record_routes)
 
 
 class Message:
@@ -331,21 +337,56 @@ class Message:
         return "\r\n".join(lines).encode("utf-8", "surrogateescape") + self.body
 
     # Typed views of the headers (parsed once, cached until the headers change).
-    vias = typed_header("via", _vias, "Every Via value, top first (RFC 3261 20.42).")
-    from_ = typed_header("from", _from, "The From header (RFC 3261 20.20).")
-    to = typed_header("to", _to, "The To header (RFC 3261 20.39).")
-    call_id = typed_header("call-id", _call_id, "The Call-ID (RFC 3261 20.8), no whitespace.")
-    cseq = typed_header("cseq", _cseq, "The CSeq header (RFC 3261 20.16).")
-    content_length = typed_header("content-length", _content_length, "Content-Length or None.")
-    expires = typed_header("expires", _expires, "The Expires delta-seconds, or None.")
-    contacts = typed_header(
-        "contact", _contacts, "Every Contact value; ``Contact: *`` gives [] (see star_contact)."
-    )
 
-    routes = typed_header("route", _routes, "Route values in order (RFC 3261 20.34).")
-    record_routes = typed_header(
-        "record-route", _record_routes, "Record-Route values in order (RFC 3261 20.30)."
-    )
+    @property
+    def vias(self) -> list[Via]:
+        """Every Via value, top first (RFC 3261 20.42)."""
+        return VIAS.get(self)
+
+    @property
+    def from_(self) -> NameAddr:
+        """The From header (RFC 3261 20.20)."""
+        return FROM.get(self)
+
+    @property
+    def to(self) -> NameAddr:
+        """The To header (RFC 3261 20.39)."""
+        return TO.get(self)
+
+    @property
+    def call_id(self) -> str:
+        """The Call-ID (RFC 3261 20.8), no whitespace."""
+        return CALL_ID.get(self)
+
+    @property
+    def cseq(self) -> CSeq:
+        """The CSeq header (RFC 3261 20.16)."""
+        return CSEQ.get(self)
+
+    @property
+    def content_length(self) -> int | None:
+        """Content-Length, or None when absent."""
+        return CONTENT_LENGTH.get(self)
+
+    @property
+    def expires(self) -> int | None:
+        """The Expires delta-seconds, or None."""
+        return EXPIRES.get(self)
+
+    @property
+    def contacts(self) -> list[NameAddr]:
+        """Every Contact value; ``Contact: *`` gives [] (see star_contact)."""
+        return CONTACTS.get(self)
+
+    @property
+    def routes(self) -> list[NameAddr]:
+        """Route values in order (RFC 3261 20.34)."""
+        return ROUTES.get(self)
+
+    @property
+    def record_routes(self) -> list[NameAddr]:
+        """Record-Route values in order (RFC 3261 20.30)."""
+        return RECORD_ROUTES.get(self)
 
     @property
     def via(self) -> Via:
@@ -409,7 +450,10 @@ class Request(Message):
     def __repr__(self) -> str:
         return f"<Request {self.method} {self.uri}>"
 
-    max_forwards = typed_header("max-forwards", _max_forwards, "Max-Forwards (0-255) or None.")
+    @property
+    def max_forwards(self) -> int | None:
+        """Max-Forwards (0-255), or None when absent."""
+        return MAX_FORWARDS.get(self)
 
     def response(
         self,

@@ -11,7 +11,22 @@ from dataclasses import dataclass
 
 from minipbx.sip.errors import ParseError
 from minipbx.sip.headers import CANONICAL, SINGLE_HEADERS, is_token
-from minipbx.sip.message import Headers, Message, Request, Response
+from minipbx.sip.message import (
+    CALL_ID,
+    CONTACTS,
+    CONTENT_LENGTH,
+    CSEQ,
+    EXPIRES,
+    FROM,
+    MAX_FORWARDS,
+    RECORD_ROUTES,
+    ROUTES,
+    TO,
+    VIAS,
+    Headers,
+    Request,
+    Response,
+)
 from minipbx.sip.uri import AbsoluteUri, SipUri, parse_uri
 
 _REQUEST_LINE = re.compile(r"([A-Za-z0-9\-.!%*_+`'~]+) ([^ \t]+) ([Ss][Ii][Pp]/[0-9]+\.[0-9]+)\Z")
@@ -142,16 +157,16 @@ def _check_rest(msg: Request | Response, repeated: str | None, body: bytes, stre
 
 # Parsed at once when present, so their errors surface here and not deep in the PBX.
 _ALSO_CHECKED = (
-    Message.expires,
-    Message.content_length,
-    Message.contacts,
-    Message.routes,
-    Message.record_routes,
+    EXPIRES,
+    CONTENT_LENGTH,
+    CONTACTS,
+    ROUTES,
+    RECORD_ROUTES,
 )
-_COMMON = (Message.vias, Message.from_, Message.to, Message.call_id, Message.cseq)
+_COMMON = (VIAS, FROM, TO, CALL_ID, CSEQ)
 _ANSWER_NEEDS = (("from", "From"), ("to", "To"), ("call-id", "Call-ID"), ("cseq", "CSeq"))
 # Needed intact to answer: the top Via routes the response, the rest is copied into it.
-_WELL_FORMED = (Message.vias, Message.from_, Message.to, Message.call_id)
+_WELL_FORMED = (VIAS, FROM, TO, CALL_ID)
 
 
 def _request(
@@ -176,7 +191,7 @@ def _request(
         exc.answerable = False
         raise
     try:
-        Message.cseq.fill(headers, index)  # in range, a token for the method
+        CSEQ.fill(headers, index)  # in range, a token for the method
         if m is None:
             raise ParseError(f"malformed request line {start[:80]!r}")
         method, uri_text, version = m.groups()
@@ -190,7 +205,7 @@ def _request(
         req.uri = uri
         if req.cseq.method != method:
             raise ParseError(f"CSeq method {req.cseq.method} does not match {method}")
-        Request.max_forwards.fill(headers, index)
+        MAX_FORWARDS.fill(headers, index)
         _check_rest(req, repeated, body, stream)
     except ParseError as exc:
         exc.answerable = True

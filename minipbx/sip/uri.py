@@ -252,7 +252,11 @@ def parse_sip_uri(text: str, scheme: str) -> SipUri:
     at = text.find("@")  # '@' cannot appear unescaped after the userinfo
     if at >= 0:
         user, colon, pw = text[:at].partition(":")
-        if not user or user.strip(USER_CHARS) or (colon and pw.strip(PASSWORD_CHARS)):
+        if (
+            not user
+            or (not (user.isalnum() and user.isascii()) and user.strip(USER_CHARS))
+            or (colon and pw.strip(PASSWORD_CHARS))
+        ):
             raise ParseError(f"bad user part in {scheme}:{text!r}")
         if colon:
             password = unescape(pw) if "%" in pw else pw
