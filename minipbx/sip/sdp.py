@@ -1,4 +1,4 @@
-"""Sans-IO SDP (RFC 4566) with offer/answer helpers (RFC 3264).
+"""Sans-IO SDP (RFC 4566): the data model and parser; offer/answer is in offer_answer.py.
 
 ``SessionDescription.parse(bytes | str)`` gives frozen dataclasses, ``bytes(sdp)`` the wire form
 (CRLF), and ``SessionDescription.parse(bytes(sdp)) == sdp``. Input may use CRLF or bare LF.
@@ -33,14 +33,16 @@ DTMF_PAYLOAD_TYPE = 101  # telephone-event payload type in offers the PBX origin
 
 _T = TypeVar("_T")
 _LETTERS = frozenset(string.ascii_letters)
-_NON_CODECS = frozenset({"TELEPHONE-EVENT", "CN", "RED"})
-_CANDIDATES = frozenset({"candidate", "remote-candidates", "end-of-candidates"})  # and ice-*
+NON_CODECS = frozenset({"TELEPHONE-EVENT", "CN", "RED"})
+ICE_CANDIDATE_ATTRIBUTES = frozenset(
+    {"candidate", "remote-candidates", "end-of-candidates"}
+)  # and ice-*
 
 
 # --- helpers ---------------------------------------------------------------------------------
 
 
-def _err(reason: str, status: int = 400) -> ParseError:
+def sdp_error(reason: str, status: int = 400) -> ParseError:
     return ParseError(reason, status=status, answerable=True)
 
 
@@ -51,10 +53,10 @@ def _short(text: str) -> str:
 def _number(text: str, what: str, maximum: int | None = None, minimum: int = 0) -> int:
     """A decimal number as RFC 4566 writes them (at most 20 digits)."""
     if not 0 < len(text) <= 20 or not (text.isascii() and text.isdigit()):
-        raise _err(f"{what} {_short(text)} is not a decimal number")
+        raise sdp_error(f"{what} {_short(text)} is not a decimal number")
     value = int(text)
     if value < minimum or (maximum is not None and value > maximum):
-        raise _err(f"{what} {value} is out of range")
+        raise sdp_error(f"{what} {value} is out of range")
     return value
 
 
@@ -65,7 +67,7 @@ def _make(factory: Callable[..., _T], *args: object, **kwargs: object) -> _T:
     except ParseError:
         raise
     except ValueError as exc:
-        raise _err(str(exc)) from exc
+        raise sdp_error(str(exc)) from exc
 
 
 def _check_token(what: str, value: str) -> None:
@@ -105,7 +107,7 @@ def _addrtype_of(address: str) -> str:
         return "IP6" if ":" in address else "IP4"
 
 
-def _is_unspecified(address: str) -> bool:
+def is_unspecified(address: str) -> bool:
     try:
         return ipaddress.ip_address(address).is_unspecified
     except ValueError:
@@ -151,7 +153,7 @@ class Origin:
         """Parse the value of an ``o=`` line."""
         parts = data.split()
         if len(parts) != 6:
-            raise _err(f"o= needs 6 fields, got {len(parts)}")
+            raise sdp_error(f"o= needs 6 fields, got {len(parts)}")
         version = _number(parts[2], "o= sess-version")
         return _make(cls, parts[0], parts[1], version, *parts[3:])
 
@@ -190,7 +192,7 @@ class Connection:
         """Parse the value of a ``c=`` line."""
         parts = data.split()
         if len(parts) != 3:
-            raise _err(
+            raise sdp_error(
                 "c= address missing (RFC 4566 5.7)" if len(parts) < 3 else "c= has 4+ fields"
             )
         nettype, addrtype, address = parts
@@ -201,11 +203,11 @@ class Connection:
             if addrtype.upper() == "IP4" and len(suffixes) <= 2:
                 ttl, suffixes = _number(suffixes[0], "c= ttl", 255), suffixes[1:]
             if len(suffixes) > 1:
-                raise _err(f"c= address {_short(parts[2])} has too many '/'")
+                raise sdp_error(f"c= address {_short(parts[2])} has too many '/'")
             if suffixes:
                 number = _number(suffixes[0], "c= number of addresses", minimum=1)
         if not address:
-            raise _err("c= address missing (RFC 4566 5.7)")
+            raise sdp_error("c= address missing (RFC 4566 5.7)")
         return _make(cls, nettype, addrtype, address, ttl, number)
 
     def __str__(self) -> str:
@@ -230,7 +232,7 @@ class Bandwidth:
         """Parse the value of a ``b=`` line."""
         bwtype, colon, value = data.partition(":")
         if not colon:
-            raise _err("b= needs <bwtype>:<bandwidth>")
+            raise sdp_error("b= needs <bwtype>:<bandwidth>")
         return _make(cls, bwtype, _number(value, "b= bandwidth"))
 
     def __str__(self) -> str:
@@ -255,7 +257,7 @@ class Timing:
         """Parse the value of a ``t=`` line."""
         parts = data.split()
         if len(parts) != 2:
-            raise _err(f"t= needs 2 fields, got {len(parts)}")
+            raise sdp_error(f"t= needs 2 fields, got {len(parts)}")
         return cls(_number(parts[0], "t= start"), _number(parts[1], "t= stop"))
 
     def __str__(self) -> str:
@@ -282,7 +284,7 @@ class RtpMap:
         parts = data.split()
         encoding = parts[1].split("/") if len(parts) == 2 else []
         if len(encoding) not in (2, 3):
-            raise _err(f"rtpmap {_short(data)} is not '<pt> <name>/<rate>[/<channels>]'")
+            raise sdp_error(f"rtpmap {_short(data)} is not '<pt> <name>/<rate>[/<channels>]'")
         pt = _number(parts[0], "rtpmap payload type", 127)
         rate = _number(encoding[1], "rtpmap clock rate", minimum=1)
         channels = _number(encoding[2], "rtpmap channels", minimum=1) if encoding[2:] else None
@@ -312,7 +314,7 @@ STATIC_PAYLOAD_TYPES: Mapping[int, RtpMap] = MappingProxyType(
     {m.payload_type: m for m in map(RtpMap.parse, _STATIC.split(","))}
 )
 _AUDIO = [m for m in STATIC_PAYLOAD_TYPES.values() if m.payload_type < 24]  # RFC 3551 6
-_STATIC_AUDIO = {m.encoding.upper(): m for m in reversed(_AUDIO)}  # first pt of each name
+STATIC_AUDIO = {m.encoding.upper(): m for m in reversed(_AUDIO)}  # first pt of each name
 
 
 @dataclass(frozen=True)
@@ -532,16 +534,16 @@ def _split_lines(data: bytes | str) -> list[_Line]:
         text = data if isinstance(data, str) else bytes(data).decode("utf-8")
         text.encode("utf-8")  # a str may hold lone surrogates
     except UnicodeError as exc:
-        raise _err(f"SDP is not valid UTF-8: {exc}") from exc
+        raise sdp_error(f"SDP is not valid UTF-8: {exc}") from exc
     lines: list[_Line] = []
     for lineno, line in enumerate(text.split("\n"), 1):
         line = line.removesuffix("\r")
         if not line.strip():
             continue
         if "\r" in line or "\0" in line:
-            raise _err(f"SDP line {lineno} {_short(line)}: CR or NUL inside a line")
+            raise sdp_error(f"SDP line {lineno} {_short(line)}: CR or NUL inside a line")
         if len(line) < 2 or line[1] != "=" or line[0] not in _LETTERS:
-            raise _err(f"SDP line {lineno} {_short(line)}: not <type>=<value> (RFC 4566 5)")
+            raise sdp_error(f"SDP line {lineno} {_short(line)}: not <type>=<value> (RFC 4566 5)")
         lines.append((lineno, line[0], line[2:]))
     return lines
 
@@ -550,7 +552,7 @@ def _parse_media_line(value: str) -> dict[str, Any]:
     """``m=<media> <port>[/<number of ports>] <proto> <fmt> ...`` (RFC 4566 5.14)."""
     parts = value.split()
     if len(parts) < 3:
-        raise _err(f"m= needs at least 3 fields, got {len(parts)}")
+        raise sdp_error(f"m= needs at least 3 fields, got {len(parts)}")
     port, slash, count = parts[1].partition("/")
     return {
         "media": parts[0],
@@ -587,7 +589,7 @@ class _Section:
 
 def _parse(lines: list[_Line]) -> SessionDescription:
     if not lines or lines[0][1] != "v":
-        raise _err("SDP must start with a v= line (RFC 4566 5)")
+        raise sdp_error("SDP must start with a v= line (RFC 4566 5)")
     sections = [_Section(lines[0][0])]
     version = 0
     for index, (lineno, kind, value) in enumerate(lines):
@@ -600,32 +602,32 @@ def _parse(lines: list[_Line]) -> SessionDescription:
                 _feed(sections[-1], len(sections) == 1, kind, value)
         except ParseError as exc:
             reason = f"SDP line {lineno} {_short(kind + '=' + value)}: {exc.reason}"
-            raise _err(reason, exc.status) from exc
+            raise sdp_error(reason, exc.status) from exc
     return _finish(version, sections[0], sections[1:])
 
 
 def _feed(section: _Section, in_session: bool, kind: str, value: str) -> None:
     if kind in "vos" and (kind == "v" or not in_session):
-        raise _err(f"{kind}= belongs once at the start of the session (RFC 4566 5)")
+        raise sdp_error(f"{kind}= belongs once at the start of the session (RFC 4566 5)")
     if kind == "o":
         if section.origin is not None:
-            raise _err("duplicate o= line (RFC 4566 5.2)")
+            raise sdp_error("duplicate o= line (RFC 4566 5.2)")
         section.origin = Origin.parse(value)
     elif kind == "s":
         if section.name is not None:
-            raise _err("duplicate s= line (RFC 4566 5.3)")
+            raise sdp_error("duplicate s= line (RFC 4566 5.3)")
         section.name = value
     elif kind == "c" and section.connection is None:
         section.connection = Connection.parse(value)
     elif kind == "c" and in_session:
-        raise _err("duplicate session-level c= line (RFC 4566 5.7)")
+        raise sdp_error("duplicate session-level c= line (RFC 4566 5.7)")
     elif kind == "b":
         section.bandwidths.append(Bandwidth.parse(value))
     elif kind == "t" and in_session:
         section.timings.append(Timing.parse(value))
     elif kind == "r" and in_session:
         if not section.timings:
-            raise _err("r= line before any t= line (RFC 4566 5.10)")
+            raise sdp_error("r= line before any t= line (RFC 4566 5.10)")
         last = section.timings[-1]
         section.timings[-1] = _make(replace, last, repeats=(*last.repeats, value))
     elif kind == "a":
@@ -641,15 +643,15 @@ def _feed(section: _Section, in_session: bool, kind: str, value: str) -> None:
 
 def _finish(version: int, session: _Section, sections: list[_Section]) -> SessionDescription:
     if session.origin is None:
-        raise _err("SDP has no o= line (RFC 4566 5.2)")
+        raise sdp_error("SDP has no o= line (RFC 4566 5.2)")
     if session.name is None:
-        raise _err("SDP has no s= line (RFC 4566 5.3)")
+        raise sdp_error("SDP has no s= line (RFC 4566 5.3)")
     media = []
     for section in sections:
         kind, port = section.m["media"], section.m["port"]
         if port and section.connection is None and session.connection is None:
             where = f"SDP line {section.lineno}: m={kind} with port {port}"
-            raise _err(f"{where} has no c= at session or media level (RFC 4566 5.7)", 488)
+            raise sdp_error(f"{where} has no c= at session or media level (RFC 4566 5.7)", 488)
         media.append(_make(MediaDescription, **section.m, **section.common()))
     return _make(
         SessionDescription,
@@ -660,256 +662,3 @@ def _finish(version: int, session: _Section, sections: list[_Section]) -> Sessio
         media=tuple(media),
         **session.common(),
     )
-
-
-# --- offer/answer (RFC 3264) -----------------------------------------------------------------
-
-
-def _audio_media(
-    port: int, maps: Sequence[RtpMap], fmtps: Mapping[int, str], tail: list[Attribute]
-) -> MediaDescription:
-    """``m=audio`` with an rtpmap for each payload type, their fmtp, then ``tail``."""
-    attributes: list[Attribute] = [("rtpmap", str(rtpmap)) for rtpmap in maps]
-    attributes += [("fmtp", f"{pt} {params}") for pt, params in fmtps.items()]
-    formats = tuple(str(rtpmap.payload_type) for rtpmap in maps)
-    return MediaDescription(
-        media="audio", port=port, proto="RTP/AVP", formats=formats, attributes=(*attributes, *tail)
-    )
-
-
-def _tail(ptime: int | None, direction: Direction) -> list[Attribute]:
-    """``a=ptime`` (RFC 4566 6) if wanted, then an explicit direction (RFC 3264 5.1)."""
-    return ([("ptime", str(ptime))] if ptime is not None else []) + [(direction.value, None)]
-
-
-def _local(
-    address: str, session_id: int | str, version: int, user: str
-) -> tuple[Origin, Connection]:
-    """Our ``o=`` and ``c=`` lines for a media address (RFC 4566 5.2, 5.7)."""
-    connection = Connection.for_address(address)
-    return Origin(user, str(session_id), version, "IN", connection.addrtype, address), connection
-
-
-def build_offer(
-    *,
-    address: str,
-    port: int,
-    session_id: int | str,
-    session_version: int = 0,
-    codecs: Sequence[str] = ("PCMU", "PCMA"),
-    dtmf: bool = True,
-    ptime: int | None = 20,
-    direction: Direction = Direction.SENDRECV,
-    username: str = "minipbx",
-    session_name: str = "minipbx",
-) -> SessionDescription:
-    """An audio offer for a PBX-originated leg (RFC 3264 5).
-
-    ``codecs`` name RFC 3551 static audio payload types in preference order; with ``dtmf``,
-    telephone-event/8000 is offered as payload type 101 with events 0-16 (RFC 4733 7.1.1).
-    ``session_id`` should be unique (RFC 4566 5.2 suggests an NTP timestamp); the caller picks
-    it since this module reads no clock.
-    """
-    unknown = [name for name in codecs if name.upper() not in _STATIC_AUDIO]
-    if unknown:
-        raise ValueError(f"no static audio payload type for {unknown}")
-    maps = [_STATIC_AUDIO[name.upper()] for name in codecs]
-    maps += [RtpMap(DTMF_PAYLOAD_TYPE, "telephone-event", 8000)] if dtmf else []
-    fmtps = {DTMF_PAYLOAD_TYPE: "0-16"} if dtmf else {}
-    media = _audio_media(port, maps, fmtps, _tail(ptime, direction))
-    origin, connection = _local(address, session_id, session_version, username)
-    return SessionDescription(
-        origin=origin, name=session_name, connection=connection, media=(media,)
-    )
-
-
-def _pick(offered: MediaDescription, port: int, wanted: set[str], dtmf: bool) -> list[RtpMap] | str:
-    """What to answer a stream with (codec, then telephone-event), or why to reject it."""
-    if offered.port == 0:
-        return "is disabled in the offer"
-    if offered.media != "audio":
-        return "is not audio"
-    if offered.proto.upper() != "RTP/AVP":
-        return f"uses {offered.proto}, not RTP/AVP"
-    if port == 0:
-        return "was refused by the caller"
-    offered_maps = offered.rtpmaps().values()
-    for codec in offered_maps:  # RFC 3264 6.1: the offerer's preference order
-        name = codec.encoding.upper()
-        usual = _STATIC_AUDIO.get(name, codec)  # a static codec name must have its usual rate
-        if name in wanted and codec.channel_count == 1 and usual.clock_rate == codec.clock_rate:
-            break
-    else:
-        return f"has no codec in common with {sorted(wanted)}"
-    # RFC 4733 7.1.1: telephone-event runs at the clock rate of the codec it goes with.
-    event = RtpMap(0, "telephone-event", codec.clock_rate)
-    return [codec, *[m for m in offered_maps if dtmf and m.same_codec(event)][:1]]
-
-
-def build_answer(
-    offer: SessionDescription,
-    *,
-    address: str,
-    ports: Sequence[int],
-    session_id: int | str,
-    session_version: int = 0,
-    supported: Sequence[str] = ("PCMU", "PCMA"),
-    dtmf: bool = True,
-    ptime: int | None = 20,
-    username: str = "minipbx",
-    session_name: str = "minipbx",
-) -> SessionDescription:
-    """Answer an offer with the same number and order of m-lines (RFC 3264 6).
-
-    ``ports`` has one entry per offered m-line; 0 refuses that stream. An audio ``RTP/AVP``
-    stream is accepted with the offerer's most preferred codec among ``supported`` and its
-    payload type, plus (with ``dtmf``) the offered telephone-event payload type and fmtp. The
-    direction mirrors the offer's and ``t=`` copies it. Other streams get port 0. Raises
-    ParseError(488) when no stream can be accepted.
-    """
-    if len(ports) != len(offer.media):
-        raise ValueError(f"{len(ports)} ports given for {len(offer.media)} offered m-lines")
-    wanted = {name.upper() for name in supported}
-    media: list[MediaDescription] = []
-    reasons: list[str] = []
-    for offered, port in zip(offer.media, ports, strict=True):
-        picked = _pick(offered, port, wanted, dtmf)
-        if isinstance(picked, str):  # RFC 3264 6: rejected with port zero, same formats
-            reasons.append(f"m={offered.media} {picked}")
-            formats = offered.formats
-            media.append(
-                MediaDescription(media=offered.media, port=0, proto=offered.proto, formats=formats)
-            )
-            continue
-        events = {m.payload_type: offered.fmtp(m.payload_type) for m in picked[1:]}
-        fmtps = {pt: params for pt, params in events.items() if params is not None}
-        # RFC 3264 6.1: sendonly -> recvonly, recvonly -> sendonly, inactive -> inactive.
-        tail = _tail(ptime, offer.direction(offered).reverse())
-        media.append(_audio_media(port, picked, fmtps, tail))
-    if not any(m.port for m in media):
-        why = "; ".join(reasons) or "it has no m= line"
-        raise _err(f"SDP offer has no acceptable audio stream (RFC 3264 6): {why}", 488)
-    origin, connection = _local(address, session_id, session_version, username)
-    timings = offer.timings or (Timing(),)  # RFC 3264 6: the answer's t= equals the offer's
-    return SessionDescription(
-        origin=origin, name=session_name, connection=connection, timings=timings, media=tuple(media)
-    )
-
-
-@dataclass(frozen=True)
-class NegotiatedCodec:
-    """The audio outcome of an offer/answer: m-line index, codec and DTMF payload."""
-
-    index: int
-    codec: RtpMap
-    telephone_event: RtpMap | None = None
-
-
-def negotiated_codec(
-    offer: SessionDescription, answer: SessionDescription
-) -> NegotiatedCodec | None:
-    """The audio codec an answer chose: its first format that was also offered (RFC 3264 6.1).
-
-    Payload types are the answer's. None when no audio stream was accepted; ParseError(488)
-    when the answer's m-lines do not match the offer's (RFC 3264 6).
-    """
-    if len(answer.media) != len(offer.media):
-        raise _err(f"SDP answer has {len(answer.media)} m-lines, offer {len(offer.media)}", 488)
-    for index, (offered, answered) in enumerate(zip(offer.media, answer.media, strict=True)):
-        if 0 in (offered.port, answered.port) or answered.media != "audio":
-            continue
-        offered_maps = offered.rtpmaps().values()
-        accepted = [
-            r for r in answered.rtpmaps().values() if any(r.same_codec(o) for o in offered_maps)
-        ]
-        codecs = [r for r in accepted if r.encoding.upper() not in _NON_CODECS]
-        if codecs:
-            events = (r for r in accepted if r.encoding.upper() == "TELEPHONE-EVENT")
-            event = next((e for e in events if e.clock_rate == codecs[0].clock_rate), None)
-            return NegotiatedCodec(index, codecs[0], event)
-    return None
-
-
-# --- media relay and hold --------------------------------------------------------------------
-
-
-def _drop_ice(
-    section: MediaDescription | SessionDescription,
-) -> tuple[tuple[Attribute, ...], tuple[OtherLine, ...]]:
-    """Attributes without ICE ones; verbatim lines moved so they keep their place."""
-    header = len(section._known_lines()) - len(section.attributes)
-    # RFC 8839 5: candidate attributes and ice-* ones describe the party's own ICE agent.
-    ice = [k in _CANDIDATES or k.startswith("ice-") for k, _ in section.attributes]
-    dropped = [header + i for i, is_ice in enumerate(ice) if is_ice]
-    kept = tuple(a for a, is_ice in zip(section.attributes, ice, strict=True) if not is_ice)
-    others = tuple(
-        replace(line, position=line.position - sum(k < line.position for k in dropped))
-        for line in section.other_lines
-    )
-    return kept, others
-
-
-def _relay_media(
-    sdp: SessionDescription, media: MediaDescription, connection: Connection, port: int
-) -> MediaDescription:
-    attributes, others = _drop_ice(media)
-    if media.port == 0:  # a disabled stream stays disabled
-        return replace(media, attributes=attributes, other_lines=others)
-    own = media.connection
-    if own is not None and not _is_unspecified(own.address):
-        own = connection
-    elif own is None and sdp.connection is None:  # hand-built, no c= at all: add one
-        own = connection
-        others = tuple(replace(o, position=o.position + (o.position > 1)) for o in others)
-    old = media.rtcp()
-    # RFC 3605: RTCP on the RTP port (rtcp-mux) stays there, otherwise it takes the next port.
-    rtcp_port = port if old is not None and old.port == media.port else port + 1
-    rtcp = RtcpAttribute(rtcp_port, connection if old and old.connection else None)
-    attributes = tuple((k, str(rtcp) if k == "rtcp" else v) for k, v in attributes)
-    return replace(media, port=port, connection=own, attributes=attributes, other_lines=others)
-
-
-def rewrite_connection(
-    sdp: SessionDescription, address: str, ports: Sequence[int]
-) -> SessionDescription:
-    """A copy of ``sdp`` whose media go to a relay at ``address``, one port per m-line.
-
-    Session and media ``c=`` take ``address`` (an unspecified 0.0.0.0 or :: is kept: it means
-    hold, RFC 3264 8.4); ``m=`` ports take ``ports`` except disabled streams (port 0), which stay
-    disabled; ``a=rtcp`` (RFC 3605) moves to the relay, on port+1 or, if it was on the RTP port,
-    on the RTP port. ICE attributes (RFC 8839) are removed at both levels: their candidates and
-    credentials belong to the original party, so a peer would check and send around the relay;
-    without them it falls back to ``c=``/``m=``. ``o=`` is untouched: the caller decides when to
-    :meth:`~SessionDescription.bump_version` (RFC 3264 8).
-    """
-    if len(ports) != len(sdp.media):
-        raise ValueError(f"{len(ports)} ports given for {len(sdp.media)} m-lines")
-    connection = Connection.for_address(address)
-    media = tuple(
-        _relay_media(sdp, m, connection, port) for m, port in zip(sdp.media, ports, strict=True)
-    )
-    session = sdp.connection
-    if session is not None and not _is_unspecified(session.address):
-        session = connection
-    attributes, others = _drop_ice(sdp)
-    return replace(sdp, connection=session, attributes=attributes, other_lines=others, media=media)
-
-
-def _is_held(sdp: SessionDescription, media: MediaDescription) -> bool:
-    if sdp.direction(media) in (Direction.SENDONLY, Direction.INACTIVE):
-        return True
-    connection = sdp.connection_for(media)
-    # RFC 3264 8.4: the legacy hold is c=0.0.0.0. Trickle ICE (RFC 8840) uses 0.0.0.0 as a
-    # placeholder before candidates are known, so with ICE it does not mean hold.
-    uses_ice = media.has_attribute("ice-ufrag") or sdp.has_attribute("ice-ufrag")
-    return connection is not None and _is_unspecified(connection.address) and not uses_ice
-
-
-def is_hold(sdp: SessionDescription) -> bool:
-    """Whether every active stream of ``sdp`` is put on hold (RFC 3264 8.4).
-
-    A stream is held when its effective direction is sendonly or inactive, or (without ICE) its
-    address is 0.0.0.0 or ::. An SDP with no active stream is not a hold.
-    """
-    active = [media for media in sdp.media if media.port != 0]
-    return bool(active) and all(_is_held(sdp, media) for media in active)

@@ -11,24 +11,26 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from minipbx.sip.errors import ParseError
+from minipbx.sip.offer_answer import (
+    NegotiatedCodec,
+    build_answer,
+    build_offer,
+    is_hold,
+    negotiated_codec,
+    rewrite_connection,
+)
 from minipbx.sip.sdp import (
     STATIC_PAYLOAD_TYPES,
     Bandwidth,
     Connection,
     Direction,
     MediaDescription,
-    NegotiatedCodec,
     Origin,
     OtherLine,
     RtcpAttribute,
     RtpMap,
     SessionDescription,
     Timing,
-    build_answer,
-    build_offer,
-    is_hold,
-    negotiated_codec,
-    rewrite_connection,
 )
 
 FUZZ = settings(derandomize=True, database=None, max_examples=300, deadline=None)
