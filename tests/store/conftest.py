@@ -1,0 +1,83 @@
+"""Fixtures: a migrated SQLite database in tmp_path, its repositories, server databases."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from minipbx.store import Database, SqlRegistrationRepo, SqlTenantRepo, SqlUserRepo, default_url
+
+POSTGRES_URL = os.environ.get(
+    "MINIPBX_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+)
+MYSQL_URL = os.environ.get("MINIPBX_TEST_MYSQL_URL", "mysql+asyncmy://root@127.0.0.1:3306/test")
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[Database]:
+    """A migrated SQLite database in the test's own directory."""
+    database = Database(default_url(tmp_path / "data"))
+    await database.upgrade()
+    yield database
+    await database.close()
+
+
+@pytest.fixture
+def tenants(db: Database) -> SqlTenantRepo:
+    return SqlTenantRepo(db)
+
+
+@pytest.fixture
+def users(db: Database) -> SqlUserRepo:
+    return SqlUserRepo(db)
+
+
+@pytest.fixture
+def registrations(db: Database) -> SqlRegistrationRepo:
+    return SqlRegistrationRepo(db)
+
+
+def _reachable(url: str) -> bool:
+    parsed = make_url(url)
+    try:
+        with socket.create_connection((parsed.host or "127.0.0.1", parsed.port or 0), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(params=["postgresql", "mysql"])
+async def server_db(request: pytest.FixtureRequest) -> AsyncIterator[Database]:
+    """An empty, throw-away database on a real PostgreSQL or MariaDB server (else skip).
+
+    A fresh database per test (created through the configured URL's server, dropped
+    afterwards), so tests never touch tables other people's tests use.
+    """
+    backend = request.param
+    url, module = (POSTGRES_URL, "asyncpg") if backend == "postgresql" else (MYSQL_URL, "asyncmy")
+    if importlib.util.find_spec(module) is None:
+        pytest.skip(f"{module} is not installed")
+    if not _reachable(url):
+        pytest.skip(f"no {backend} server at {make_url(url).render_as_string()}")
+    name = f"minipbx_test_{uuid.uuid4().hex[:12]}"
+    admin = create_async_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        async with admin.connect() as conn:
+            await conn.exec_driver_sql(f"CREATE DATABASE {name}")
+        database = Database(make_url(url).set(database=name))
+        try:
+            yield database
+        finally:
+            await database.close()
+            async with admin.connect() as conn:
+                await conn.exec_driver_sql(f"DROP DATABASE {name}")
+    finally:
+        await admin.dispose()
