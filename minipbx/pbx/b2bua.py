@@ -1,0 +1,729 @@
+"""Calls through the back-to-back user agent (RFC 3261 sections 12-16 as a UAS and UACs).
+
+A :class:`Call` joins the A leg (the caller's INVITE, answered by us as a UAS) to one or
+more B legs (our INVITEs to the callee's contacts, forked in parallel). The B legs have
+their own Call-ID, tags and CSeq; SDP passes through untouched (media end-to-end).
+
+The :class:`B2BUA` owns every call and is driven by the core with transaction-layer
+events and ``now``; it sends through the same :class:`TransactionLayer`. It never touches
+sockets or the clock itself.
+
+Seams for later work: a :class:`Router` picks the targets of a call (local user now; dial
+plan, trunks and services later), and :class:`CallListener` hears every call end (CDRs,
+billing).
+"""
+
+from __future__ import annotations
+
+import enum
+import heapq
+import logging
+import secrets
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from minipbx.sip.dialog import Dialog, make_tag
+from minipbx.sip.errors import ParseError, TransactionError
+from minipbx.sip.headers import NameAddr, Via
+from minipbx.sip.message import Request, Response
+from minipbx.sip.message import build_request as _build_request
+from minipbx.sip.transaction import (
+    ClientTransaction,
+    ServerTransaction,
+    TransactionLayer,
+    build_cancel,
+    make_branch,
+)
+from minipbx.sip.uri import Uri
+from minipbx.transport.address import Address
+
+log = logging.getLogger("minipbx.call")
+
+# Headers copied from one leg to the other (besides the body and its Content-Type).
+# Supported/Require are not copied: the B2BUA itself does not do 100rel or session timers.
+_COPIED = ("Allow", "Reason", "Warning")
+_TARGET_REFRESH = frozenset({"INVITE", "UPDATE"})
+
+
+class CallState(enum.Enum):
+    """Where a call is; one module (this one) moves it forward."""
+
+    ROUTING = "routing"  # B legs sent, nothing heard yet
+    EARLY = "early"  # a provisional response relayed to the caller
+    ANSWERED = "answered"  # 2xx relayed, dialogs confirmed on both sides
+    ENDED = "ended"
+
+
+class Disposition(enum.Enum):
+    """How a call attempt ended, as call records name it."""
+
+    ANSWERED = "ANSWERED"
+    NO_ANSWER = "NO ANSWER"
+    BUSY = "BUSY"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One place to ring: the Request-URI to use and where to send it."""
+
+    uri: Uri
+    destination: Address
+    path: tuple[str, ...] = ()  # RFC 3327 Path values of the binding, become Route headers
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """What the router decided: ring these targets, or answer with ``status``."""
+
+    targets: tuple[Target, ...] = ()
+    status: int = 0
+    reason: str | None = None
+    callee: str = ""  # the called number as routed, for records
+
+
+class Router(Protocol):
+    """Decides where a new call goes (local user now; dial plan and trunks later)."""
+
+    def route(self, call: Call) -> Route: ...
+
+
+class CallListener(Protocol):
+    """Hears calls end (call records, billing)."""
+
+    def call_ended(self, call: Call) -> None: ...
+
+
+class Network(Protocol):
+    """What the B2BUA needs to know about our own addresses."""
+
+    def via(self, destination: Address, branch: str) -> Via: ...
+
+    def contact(self, destination: Address) -> NameAddr: ...
+
+    def reliable(self, destination: Address) -> bool: ...
+
+
+@dataclass(slots=True, eq=False)
+class BLeg:
+    """One INVITE we sent for a call (one per forked contact)."""
+
+    target: Target
+    transaction: ClientTransaction
+    request: Request
+    dialog: Dialog | None = None
+    provisional: bool = False  # a 1xx arrived: CANCEL is now allowed (RFC 3261 9.1)
+    cancel_pending: bool = False
+    final: int = 0  # final status, 0 while pending
+
+
+@dataclass(slots=True, eq=False)
+class Call:
+    """A call attempt: the caller's INVITE and our INVITEs to the callee."""
+
+    id: str
+    invite: Request
+    server: ServerTransaction
+    source: Address
+    caller: str
+    tenant_id: int
+    domain: str
+    started: float
+    to_tag: str
+    state: CallState = CallState.ROUTING
+    legs: list[BLeg] = field(default_factory=list)
+    winner: BLeg | None = None
+    a_dialog: Dialog | None = None
+    answered: float | None = None
+    ended: float | None = None
+    disposition: Disposition | None = None
+    final_status: int = 0
+    hangup_by: str = ""  # "caller", "callee", "system"
+    reason: str = ""
+    callee: str = ""
+    ring_deadline: float = 0.0
+    probe_due: float = 0.0  # next in-dialog OPTIONS to both legs (dead-peer detection)
+    reinviting: bool = False  # a relayed re-INVITE awaits its final response
+
+    @property
+    def due(self) -> float:
+        """When the call next needs attention: ring timeout or dead-peer probe."""
+        return self.probe_due if self.state is CallState.ANSWERED else self.ring_deadline
+
+    @property
+    def duration(self) -> float:
+        """Seconds from answer to end (0 when never answered)."""
+        if self.answered is None or self.ended is None:
+            return 0.0
+        return self.ended - self.answered
+
+
+@dataclass(frozen=True, slots=True)
+class CallSettings:
+    """Limits of calls, passed explicitly (DESIGN: configuration as a dataclass)."""
+
+    ring_timeout: float = 60.0  # no answer after this: the caller gets 480
+    probe_interval: float = 300.0  # in-dialog OPTIONS to both legs; a dead leg ends the call
+    max_calls: int = 20000
+
+
+def _best_failure(statuses: Sequence[int]) -> int:
+    """The response to pass upstream when every leg failed (RFC 3261 16.7 step 6)."""
+    six = [s for s in statuses if s >= 600]
+    if six:
+        return min(six)
+    busy = [s for s in statuses if s in (486, 600)]
+    if busy:
+        return 486
+    classes = [s for s in statuses if s != 408 and s != 503] or list(statuses) or [480]
+    best = min(classes)
+    return 480 if best == 408 or best == 503 else best
+
+
+def _copied(message: Request | Response) -> list[tuple[str, str]]:
+    return [(name, value) for name in _COPIED for value in message.headers.get_all(name)]
+
+
+def _disposition(status: int) -> Disposition:
+    if 200 <= status < 300:
+        return Disposition.ANSWERED
+    if status in (486, 600):
+        return Disposition.BUSY
+    if status == 487:
+        return Disposition.CANCELLED
+    if status in (408, 480):
+        return Disposition.NO_ANSWER
+    return Disposition.FAILED
+
+
+@dataclass(slots=True, eq=False)
+class _Relay:
+    """An in-dialog request we relayed, waiting for the other leg's answer."""
+
+    call: Call
+    server: ServerTransaction
+    to_a: bool  # True when we sent it to the caller (it came from the callee)
+
+
+class B2BUA:
+    """Every call in progress, driven by transaction-layer events from the core."""
+
+    def __init__(
+        self,
+        layer: TransactionLayer,
+        network: Network,
+        router: Router,
+        listener: CallListener,
+        settings: CallSettings | None = None,
+        entropy: Callable[[int], bytes] | None = None,
+    ) -> None:
+        self.layer = layer
+        self.network = network
+        self.router = router
+        self.listener = listener
+        self.settings = settings or CallSettings()
+        self._entropy = entropy or secrets.token_bytes
+        self.calls: dict[str, Call] = {}
+        self._by_invite: dict[ServerTransaction, Call] = {}
+        self._by_a: dict[tuple[str, str], Call] = {}  # (A Call-ID, our To tag)
+        self._by_b: dict[str, tuple[Call, BLeg]] = {}  # B-leg Call-ID (ours, unique)
+        self._clients: dict[ClientTransaction, tuple[Call, BLeg | None, _Relay | None]] = {}
+        self._acks: dict[str, tuple[Request, Address]] = {}  # B Call-ID -> last ACK sent
+        self._timers: list[tuple[float, str]] = []  # (due, call id); stale entries skipped
+
+    # -- new calls -------------------------------------------------------------------------
+
+    def new_call(
+        self,
+        server: ServerTransaction,
+        invite: Request,
+        source: Address,
+        *,
+        caller: str,
+        tenant_id: int,
+        domain: str,
+        now: float,
+    ) -> Call | None:
+        """Start a call for an authenticated INVITE; answers it itself when it cannot ring."""
+        to_tag = make_tag(self._entropy)
+        if len(self.calls) >= self.settings.max_calls:
+            self.layer.send_response(server, invite.response(503, to_tag=to_tag), now)
+            log.warning("event=call_rejected reason=max_calls call_id=%s", invite.call_id)
+            return None
+        call = Call(
+            id=make_tag(self._entropy) + make_tag(self._entropy),
+            invite=invite,
+            server=server,
+            source=source,
+            caller=caller,
+            tenant_id=tenant_id,
+            domain=domain,
+            started=now,
+            to_tag=to_tag,
+            ring_deadline=now + self.settings.ring_timeout,
+        )
+        self.layer.send_response(server, invite.response(100), now)
+        route = self.router.route(call)
+        call.callee = route.callee
+        if not route.targets:
+            self._fail(call, route.status or 404, now, route.reason)
+            self.listener.call_ended(call)
+            return call
+        self.calls[call.id] = call
+        self._by_invite[server] = call
+        heapq.heappush(self._timers, (call.due, call.id))
+        forwards = (invite.max_forwards if invite.max_forwards is not None else 70) - 1
+        for target in route.targets:
+            self._send_leg(call, target, max(forwards, 0), now)
+        log.info(
+            "event=call_start call=%s from=%s to=%s legs=%d",
+            call.id,
+            caller,
+            call.callee,
+            len(call.legs),
+        )
+        return call
+
+    def _send_leg(self, call: Call, target: Target, forwards: int, now: float) -> None:
+        a = call.invite
+        dest = target.destination
+        headers = [("Route", path) for path in target.path]
+        headers.append(("Contact", str(self.network.contact(dest))))
+        headers += _copied(a)
+        call_id = f"{make_tag(self._entropy)}{make_tag(self._entropy)}"
+        request = _build_request(
+            "INVITE",
+            target.uri,
+            via=self.network.via(dest, make_branch(self._entropy)),
+            from_=NameAddr(a.from_.uri, a.from_.display, {"tag": make_tag(self._entropy)}),
+            to=NameAddr(a.to.uri, a.to.display),
+            call_id=call_id,
+            cseq=1,
+            max_forwards=forwards,
+            headers=headers,
+            body=a.body,
+            content_type=a.headers.get("Content-Type"),
+        )
+        tx = self.layer.send_request(request, dest, self.network.reliable(dest), now)
+        leg = BLeg(target=target, transaction=tx, request=request)
+        call.legs.append(leg)
+        self._clients[tx] = (call, leg, None)
+        self._by_b[call_id] = (call, leg)
+
+    # -- responses from the callee's side --------------------------------------------------
+
+    def on_response(self, tx: ClientTransaction, response: Response, now: float) -> None:
+        """A response to one of our requests (B-leg INVITE, CANCEL, relayed or probe)."""
+        entry = self._clients.get(tx)
+        if entry is None:
+            return
+        call, leg, relay = entry
+        if relay is not None:
+            self._relay_response(relay, tx, response, now)
+        elif leg is not None and tx.request.method == "INVITE":
+            self._leg_response(call, leg, response, now)
+        elif tx.request.method == "OPTIONS" and response.status in (408, 481):
+            self.hangup(call, now, "dead_peer")  # dead-peer probe answered "gone"
+
+    def on_timeout(self, tx: ClientTransaction, now: float) -> None:
+        """A client transaction timed out: act as on a 408 (RFC 3261 8.1.3.1)."""
+        entry = self._clients.get(tx)
+        if entry is None:
+            return
+        call, leg, relay = entry
+        if relay is not None:
+            if not relay.server.final_sent:
+                self._respond(relay.server, relay.server.request.response(408), now)
+        elif leg is not None and tx.request.method == "INVITE":
+            self._leg_final(call, leg, 408, now)
+        elif tx.request.method in ("OPTIONS", "BYE") and call.state is CallState.ANSWERED:
+            self.hangup(call, now, "dead_peer")
+
+    def forget(self, tx: ClientTransaction) -> None:
+        """The transaction ended; late responses for it are strays from now on."""
+        self._clients.pop(tx, None)
+
+    def _leg_response(self, call: Call, leg: BLeg, response: Response, now: float) -> None:
+        status = response.status
+        if status < 200:
+            if status > 100:
+                self._leg_provisional(call, leg, response, now)
+            return
+        if status < 300:
+            self._leg_answered(call, leg, response, now)
+            return
+        self._leg_final(call, leg, status, now, response)
+
+    def _leg_provisional(self, call: Call, leg: BLeg, response: Response, now: float) -> None:
+        leg.provisional = True
+        if leg.cancel_pending:  # RFC 3261 9.1: CANCEL waits for a provisional response
+            self._cancel_leg(leg, now)
+            return
+        if call.state in (CallState.ROUTING, CallState.EARLY) and call.winner is None:
+            call.state = CallState.EARLY
+            body = response.body
+            ctype = response.headers.get("Content-Type") if body else None
+            a_resp = call.invite.response(
+                response.status,
+                response.reason,
+                to_tag=call.to_tag,
+                headers=[("Contact", str(self.network.contact(call.source)))],
+                body=body,
+                content_type=ctype,
+            )
+            self._respond(call.server, a_resp, now)
+
+    def _leg_answered(self, call: Call, leg: BLeg, response: Response, now: float) -> None:
+        b_call_id = leg.request.call_id
+        if call.winner is leg:  # a retransmitted 2xx: our ACK was lost (RFC 3261 13.2.2.4)
+            sent = self._acks.get(b_call_id)
+            if sent is not None:
+                self.layer.send_stateless(*sent)
+            return
+        try:
+            dialog = Dialog.from_uac(leg.request, response)
+        except (ParseError, TransactionError) as exc:  # a broken 2xx must not crash the PBX
+            log.warning("event=bad_answer call=%s error=%s", call.id, exc)
+            return
+        leg.dialog = dialog
+        leg.final = response.status
+        if call.winner is not None or call.state is CallState.ENDED:
+            # Another fork answered first, or the caller gave up: ACK and hang up this one.
+            self._ack_leg(leg, b"", None)
+            self._bye(dialog, leg.target.destination, now, call)
+            return
+        call.winner = leg
+        if call.invite.body:  # early offer: the 2xx carries the answer, ACK at once
+            self._ack_leg(leg, b"", None)
+        for other in call.legs:
+            if other is not leg and other.final == 0:
+                self._cancel_leg(other, now)
+        body = response.body
+        a_resp = call.invite.response(
+            response.status,
+            response.reason,
+            to_tag=call.to_tag,
+            headers=[("Contact", str(self.network.contact(call.source))), *_copied(response)],
+            body=body,
+            content_type=response.headers.get("Content-Type") if body else None,
+        )
+        self._respond(call.server, a_resp, now)
+        try:
+            call.a_dialog = Dialog.from_uas(call.invite, a_resp)
+        except ParseError as exc:  # the caller's INVITE had no Contact
+            log.warning("event=no_caller_dialog call=%s error=%s", call.id, exc)
+            self.hangup(call, now, "bad_caller_contact")
+            return
+        self._by_a[(call.invite.call_id, call.to_tag)] = call
+        call.state = CallState.ANSWERED
+        call.answered = now
+        call.final_status = response.status
+        call.probe_due = now + self.settings.probe_interval
+        heapq.heappush(self._timers, (call.due, call.id))
+        log.info("event=call_answered call=%s to=%s", call.id, call.callee)
+
+    def _leg_final(
+        self, call: Call, leg: BLeg, status: int, now: float, response: Response | None = None
+    ) -> None:
+        leg.final = status
+        if call.winner is not None or call.state is CallState.ENDED:
+            return
+        if any(other.final == 0 for other in call.legs):
+            return  # other forks still ringing
+        best = _best_failure([other.final for other in call.legs])
+        reason = response.reason if response is not None and response.status == best else None
+        self._fail(call, best, now, reason)
+        self._end(call, now, "callee" if best in (486, 600, 603) else "system")
+
+    def _fail(self, call: Call, status: int, now: float, reason: str | None = None) -> None:
+        """Answer the caller's INVITE with a final failure."""
+        if not call.server.final_sent:
+            resp = call.invite.response(status, reason, to_tag=call.to_tag)
+            self._respond(call.server, resp, now)
+        call.final_status = call.final_status or status
+        call.disposition = call.disposition or _disposition(status)
+        call.state = CallState.ENDED
+        call.ended = call.ended or now
+
+    def _ack_leg(self, leg: BLeg, body: bytes, content_type: str | None) -> None:
+        if leg.dialog is None:
+            return
+        dest = leg.target.destination
+        ack = leg.dialog.create_request(
+            "ACK",
+            via=self.network.via(dest, make_branch(self._entropy)),
+            body=body,
+            content_type=content_type,
+        )
+        self.layer.send_stateless(ack, dest)
+        self._acks[leg.request.call_id] = (ack, dest)
+
+    def _cancel_leg(self, leg: BLeg, now: float) -> None:
+        if leg.final:
+            return
+        if not leg.provisional:
+            leg.cancel_pending = True
+            return
+        leg.cancel_pending = False
+        cancel = build_cancel(leg.request)
+        dest = leg.target.destination
+        try:
+            self.layer.send_request(cancel, dest, self.network.reliable(dest), now)
+        except TransactionError as exc:  # a CANCEL already runs for this branch
+            log.debug("event=cancel_skipped error=%s", exc)
+
+    # -- requests from either side ---------------------------------------------------------
+
+    def on_cancel(self, invite_tx: ServerTransaction, now: float) -> bool:
+        """The caller cancelled its INVITE (the core already answered the CANCEL 200).
+
+        Returns False when no call belongs to that INVITE.
+        """
+        call = self._by_invite.get(invite_tx)
+        if call is None:
+            return False
+        if call.state in (CallState.ROUTING, CallState.EARLY) and call.winner is None:
+            for leg in call.legs:
+                self._cancel_leg(leg, now)
+            call.disposition = Disposition.CANCELLED
+            self._fail(call, 487, now)  # RFC 3261 9.2: the INVITE gets 487
+            self._end(call, now, "caller")
+        return True
+
+    def find(self, request: Request) -> tuple[Call, BLeg | None] | None:
+        """The call an in-dialog request belongs to, and the B leg it came from (None: A)."""
+        to_tag = request.to.tag
+        if to_tag is None:
+            return None
+        call = self._by_a.get((request.call_id, to_tag))
+        if call is not None:
+            return call, None
+        entry = self._by_b.get(request.call_id)
+        if entry is not None and entry[0].state is CallState.ANSWERED:
+            return entry
+        return None
+
+    def on_in_dialog(
+        self, tx: ServerTransaction, request: Request, source: Address, now: float
+    ) -> bool:
+        """An in-dialog request (To tag present). False when no call knows it (answer 481)."""
+        found = self.find(request)
+        if found is None:
+            return False
+        call, from_leg = found
+        own = call.a_dialog if from_leg is None else from_leg.dialog
+        if own is None:
+            return False
+        verdict = own.receive_request(request)
+        if not verdict.ok:
+            self._respond(tx, request.response(verdict.status, verdict.reason), now)
+            return True
+        method = request.method
+        if method == "BYE":
+            self._respond(tx, request.response(200), now)
+            self._hangup_other(call, from_leg, now, request)
+            self._end(call, now, "caller" if from_leg is None else "callee")
+            return True
+        if method == "OPTIONS" and not request.body:
+            self._respond(tx, request.response(200, headers=[("Allow", ALLOW)]), now)
+            return True
+        self._relay_request(call, from_leg, tx, request, now)
+        return True
+
+    def on_ack(self, ack: Request, now: float) -> None:
+        """An ACK for a 2xx we sent to the caller: carries the answer of a late offer."""
+        found = self.find(ack)
+        if found is None or found[1] is not None:
+            return
+        call = found[0]
+        leg = call.winner
+        if leg is not None and leg.request.call_id not in self._acks:
+            self._ack_leg(leg, ack.body, ack.headers.get("Content-Type") if ack.body else None)
+
+    def _relay_request(
+        self,
+        call: Call,
+        from_leg: BLeg | None,
+        tx: ServerTransaction,
+        request: Request,
+        now: float,
+    ) -> None:
+        to_a = from_leg is not None
+        dialog = call.a_dialog if to_a else (call.winner.dialog if call.winner else None)
+        dest = call.source if to_a else (call.winner.target.destination if call.winner else None)
+        if dialog is None or dest is None:
+            self._respond(tx, request.response(481), now)
+            return
+        if request.method == "INVITE":
+            if call.reinviting:
+                self._respond(tx, request.response(491), now)  # RFC 3261 14.2: glare
+                return
+            call.reinviting = True
+        out = dialog.create_request(
+            request.method,
+            via=self.network.via(dest, make_branch(self._entropy)),
+            contact=self.network.contact(dest) if request.method in _TARGET_REFRESH else None,
+            headers=_copied(request),
+            body=request.body,
+            content_type=request.headers.get("Content-Type") if request.body else None,
+        )
+        client = self.layer.send_request(out, dest, self.network.reliable(dest), now)
+        self._clients[client] = (call, None, _Relay(call, tx, to_a))
+
+    def _relay_response(
+        self, relay: _Relay, tx: ClientTransaction, response: Response, now: float
+    ) -> None:
+        call = relay.call
+        status = response.status
+        dialog = call.a_dialog if relay.to_a else (call.winner.dialog if call.winner else None)
+        if dialog is not None:
+            dialog.receive_response(tx.request, response)
+        if tx.request.method == "INVITE" and 200 <= status < 300 and dialog is not None:
+            dest = call.source if relay.to_a else call.winner.target.destination  # type: ignore[union-attr]
+            # the re-INVITE's 2xx is ACKed at once
+            via = self.network.via(dest, make_branch(self._entropy))
+            self.layer.send_stateless(dialog.create_request("ACK", via=via), dest)
+        if status >= 200 and tx.request.method == "INVITE":
+            call.reinviting = False
+        if status == 100 or relay.server.final_sent:
+            return
+        server_req = relay.server.request
+        headers = _copied(response)
+        if server_req.method in _TARGET_REFRESH and 200 <= status < 300:
+            peer = call.source if not relay.to_a else call.winner.target.destination  # type: ignore[union-attr]
+            headers.append(("Contact", str(self.network.contact(peer))))
+        body = response.body
+        out = server_req.response(
+            status,
+            response.reason,
+            headers=headers,
+            body=body,
+            content_type=response.headers.get("Content-Type") if body else None,
+        )
+        self._respond(relay.server, out, now)
+
+    # -- ending calls ----------------------------------------------------------------------
+
+    def hangup(self, call: Call, now: float, reason: str) -> None:
+        """End a call from the PBX side (limits, admin action, shutdown, dead peer)."""
+        if call.state is CallState.ENDED:
+            return
+        if call.state is CallState.ANSWERED:
+            self._hangup_other(call, None, now, None)
+            if call.a_dialog is not None:
+                self._bye(call.a_dialog, call.source, now, call)
+        else:
+            for leg in call.legs:
+                self._cancel_leg(leg, now)
+            self._fail(call, 480 if reason == "no_answer" else 500, now)
+        call.reason = call.reason or reason
+        self._end(call, now, "system")
+
+    def _hangup_other(
+        self, call: Call, from_leg: BLeg | None, now: float, bye: Request | None
+    ) -> None:
+        """Send BYE to the side that did not hang up."""
+        if from_leg is None:  # the caller hung up: BYE the callee
+            leg = call.winner
+            if leg is not None and leg.dialog is not None:
+                self._bye(leg.dialog, leg.target.destination, now, call, bye)
+        elif call.a_dialog is not None:
+            self._bye(call.a_dialog, call.source, now, call, bye)
+
+    def _bye(
+        self,
+        dialog: Dialog,
+        dest: Address,
+        now: float,
+        call: Call,
+        cause: Request | None = None,
+    ) -> None:
+        headers = _copied(cause) if cause is not None else []
+        try:
+            bye = dialog.create_request(
+                "BYE", via=self.network.via(dest, make_branch(self._entropy)), headers=headers
+            )
+        except TransactionError:
+            return  # the dialog is already over
+        dialog.terminate()
+        tx = self.layer.send_request(bye, dest, self.network.reliable(dest), now)
+        self._clients[tx] = (call, None, None)
+
+    def _end(self, call: Call, now: float, by: str) -> None:
+        """Forget the call everywhere and tell the listener (once)."""
+        if call.id not in self.calls:
+            return
+        del self.calls[call.id]
+        self._by_invite.pop(call.server, None)
+        self._by_a.pop((call.invite.call_id, call.to_tag), None)
+        for leg in call.legs:
+            self._by_b.pop(leg.request.call_id, None)
+            self._acks.pop(leg.request.call_id, None)
+        call.state = CallState.ENDED
+        call.ended = call.ended or now
+        call.hangup_by = call.hangup_by or by
+        if call.disposition is None:
+            call.disposition = Disposition.ANSWERED if call.answered else Disposition.FAILED
+        log.info(
+            "event=call_end call=%s disposition=%s status=%d by=%s duration=%.1f",
+            call.id,
+            call.disposition.value,
+            call.final_status,
+            call.hangup_by,
+            call.duration,
+        )
+        self.listener.call_ended(call)
+
+    def _respond(self, tx: ServerTransaction, response: Response, now: float) -> None:
+        try:
+            self.layer.send_response(tx, response, now)
+        except TransactionError as exc:  # e.g. the caller's transaction already ended
+            log.debug("event=response_dropped status=%d error=%s", response.status, exc)
+
+    # -- time ------------------------------------------------------------------------------
+
+    def tick(self, now: float) -> None:
+        """Ring timeouts and dead-peer probes that are due."""
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            due, call_id = heapq.heappop(timers)
+            call = self.calls.get(call_id)
+            if call is None or call.due != due:
+                continue  # ended, or rescheduled: a stale entry
+            if call.state is CallState.ANSWERED:
+                call.probe_due = now + self.settings.probe_interval
+                heapq.heappush(timers, (call.due, call.id))
+                self._probe(call, now)
+            else:
+                call.disposition = Disposition.NO_ANSWER
+                self.hangup(call, now, "no_answer")
+
+    def _probe(self, call: Call, now: float) -> None:
+        """In-dialog OPTIONS to both legs: a 408/481 or timeout ends the call."""
+        legs: list[tuple[Dialog | None, Address]] = [(call.a_dialog, call.source)]
+        if call.winner is not None:
+            legs.append((call.winner.dialog, call.winner.target.destination))
+        for dialog, dest in legs:
+            if dialog is None:
+                continue
+            options = dialog.create_request(
+                "OPTIONS", via=self.network.via(dest, make_branch(self._entropy))
+            )
+            tx = self.layer.send_request(options, dest, self.network.reliable(dest), now)
+            self._clients[tx] = (call, None, None)
+
+    def next_deadline(self) -> float | None:
+        """The earliest ring timeout or probe among the calls."""
+        timers = self._timers
+        while timers:
+            due, call_id = timers[0]
+            call = self.calls.get(call_id)
+            if call is not None and call.due == due:
+                return due
+            heapq.heappop(timers)
+        return None
+
+
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, MESSAGE, REFER, NOTIFY, SUBSCRIBE"

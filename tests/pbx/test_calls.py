@@ -1,0 +1,217 @@
+"""Whole calls through the PBX core and B2BUA, in memory on a fake clock."""
+
+from __future__ import annotations
+
+from minipbx.pbx.b2bua import CallState, Disposition
+from minipbx.sip import NameAddr, Response, SipUri, Via
+from minipbx.sip.dialog import Dialog
+from minipbx.sip.transaction import build_cancel, make_branch
+from tests.pbx.phones import PBX, Net, Phone, sdp
+
+
+def _pair(net: Net) -> tuple[Phone, Phone]:
+    alice = net.phone("100", 5071)
+    bob = net.phone("101", 5072)
+    assert alice.register().status == 200
+    assert bob.register().status == 200
+    return alice, bob
+
+
+def test_register_then_call_answered_and_hung_up_by_caller() -> None:
+    net = Net()
+    alice, bob = _pair(net)
+    alice.invite("101")
+    statuses = [r.status for r in alice.responses if r.cseq.method == "INVITE"]
+    assert statuses[-3:] == [100, 180, 200] or statuses[-2:] == [180, 200]
+    b_invite = bob.requests[-1]
+    assert b_invite.method == "INVITE"
+    assert b_invite.call_id != alice.invite_request.call_id  # the B leg is its own call
+    assert b_invite.body == alice.invite_request.body  # SDP passes through
+    answered = alice.responses[-1]
+    assert answered.body == sdp(6000) and answered.to.tag
+    (call,) = net.core.calls
+    assert call.state is CallState.ANSWERED
+    # ACK and BYE from alice, through the dialog she got
+    dialog = Dialog.from_uac(alice.invite_request, answered)
+    ack = dialog.create_request("ACK", via=_via(alice))
+    alice.layer.send_stateless(ack, PBX)
+    net.run()
+    bye = dialog.create_request("BYE", via=_via(alice))
+    alice.send(bye)
+    assert alice.responses[-1].status == 200
+    assert any(r.method == "BYE" for r in bob.requests)
+    assert not list(net.core.calls)
+    (ended,) = net.ended.calls
+    assert ended.disposition is Disposition.ANSWERED and ended.hangup_by == "caller"
+    net.advance(40)  # every transaction ends
+    assert net.core.layer.transaction_count == 0
+
+
+def test_busy_callee_gives_486() -> None:
+    net = Net()
+    alice, bob = _pair(net)
+    bob.answer = Phone.busy
+    alice.invite("101")
+    assert alice.responses[-1].status == 486
+    assert net.ended.calls[-1].disposition is Disposition.BUSY
+    assert not list(net.core.calls)
+
+
+def test_unregistered_callee_gives_480_and_unknown_404() -> None:
+    net = Net()
+    alice = net.phone("100", 5071)
+    net.phone("101", 5072)  # exists, never registers
+    alice.register()
+    alice.invite("101")
+    assert alice.responses[-1].status == 480
+    alice.invite("999")
+    assert alice.responses[-1].status == 404
+
+
+def test_unauthenticated_invite_is_challenged_and_never_rings() -> None:
+    net = Net()
+    alice, bob = _pair(net)
+    alice.invite("101", authenticate=False)
+    assert alice.responses[-1].status == 407
+    assert not any(r.method == "INVITE" for r in bob.requests)
+
+
+def test_cancel_before_answer() -> None:
+    net = Net()
+    alice, bob = _pair(net)
+    bob.answer = Phone.ring_only
+    invite = alice.invite("101")
+    assert alice.responses[-1].status == 180
+    alice.send(build_cancel(invite))
+    finals = [r.status for r in alice.responses if r.status >= 200]
+    assert 487 in finals
+    assert any(r.method == "CANCEL" for r in bob.requests)
+    assert net.ended.calls[-1].disposition is Disposition.CANCELLED
+    assert not list(net.core.calls)
+
+
+def test_no_answer_timeout() -> None:
+    net = Net()
+    alice, bob = _pair(net)
+    bob.answer = Phone.ring_only
+    alice.invite("101")
+    net.advance(31)
+    assert alice.responses[-1].status == 480
+    assert any(r.method == "CANCEL" for r in bob.requests)
+    assert net.ended.calls[-1].disposition is Disposition.NO_ANSWER
+
+
+def test_forking_first_answer_wins_other_cancelled() -> None:
+    net = Net()
+    alice, bob = _pair(net)
+    bob2 = Phone(net, "101", "pw", 5073)
+    bob.answer = Phone.ring_only
+    assert bob2.register().status == 200
+    alice.invite("101")
+    assert alice.responses[-1].status == 200
+    assert any(r.method == "CANCEL" for r in bob.requests)
+
+
+def _via(phone: Phone) -> Via:
+    return Via("UDP", "127.0.0.1", phone.addr.port, {"branch": make_branch(), "rport": None})
+
+
+def _answered(net: Net) -> tuple[Phone, Phone, Dialog]:
+    alice, bob = _pair(net)
+    alice.invite("101")
+    answered = alice.responses[-1]
+    assert answered.status == 200
+    dialog = Dialog.from_uac(alice.invite_request, answered)
+    alice.layer.send_stateless(dialog.create_request("ACK", via=_via(alice)), PBX)
+    net.run()
+    return alice, bob, dialog
+
+
+def test_callee_hangs_up() -> None:
+    net = Net()
+    alice, bob, _ = _answered(net)
+    b_invite = next(r for r in bob.requests if r.method == "INVITE")
+    ok = next(r for r in net_responses_from(bob) if r.status == 200)
+    bob_dialog = Dialog.from_uas(b_invite, ok)
+    bob.send(bob_dialog.create_request("BYE", via=_via(bob)))
+    assert bob.responses[-1].status == 200
+    assert any(r.method == "BYE" for r in alice.requests)
+    assert net.ended.calls[-1].hangup_by == "callee"
+
+
+def test_reinvite_hold_is_relayed_both_ways() -> None:
+    net = Net()
+    alice, bob, dialog = _answered(net)
+    hold = sdp(4000).replace(b"t=0 0\r\n", b"t=0 0\r\na=sendonly\r\n")
+    reinvite = dialog.create_request(
+        "INVITE",
+        via=_via(alice),
+        contact=NameAddr(SipUri("127.0.0.1", "100", None, 5071)),
+        body=hold,
+        content_type="application/sdp",
+    )
+    alice.send(reinvite)
+    relayed = bob.requests[-1]
+    assert relayed.method == "INVITE" and b"a=sendonly" in relayed.body
+    assert relayed.to.tag == "tag101"  # in bob's dialog with the PBX
+    assert alice.responses[-1].status == 200  # bob's answer came back
+    assert next(iter(net.core.calls)).state is CallState.ANSWERED
+
+
+def test_in_dialog_request_for_unknown_dialog_gets_481() -> None:
+    net = Net()
+    alice, _bob, dialog = _answered(net)
+    stray = dialog.create_request("INFO", via=_via(alice))
+    stray.headers.set("Call-ID", "unknown@127.0.0.1")
+    alice.send(stray)
+    assert alice.responses[-1].status == 481
+
+
+def test_dead_callee_is_detected_by_probe() -> None:
+    net = Net()
+    alice, bob, _ = _answered(net)
+    del net.phones[bob.addr]  # bob vanishes without a BYE
+    net.advance(60 + 40)  # probe interval, then the OPTIONS times out (64*T1)
+    assert not list(net.core.calls)
+    assert any(r.method == "BYE" for r in alice.requests)
+    assert net.ended.calls[-1].reason == "dead_peer"
+
+
+def test_no_state_left_after_many_calls() -> None:
+    net = Net()
+    alice, _bob = _pair(net)
+    for _ in range(200):
+        alice.invite("101")
+        answered = alice.responses[-1]
+        dialog = Dialog.from_uac(alice.invite_request, answered)
+        alice.layer.send_stateless(dialog.create_request("ACK", via=_via(alice)), PBX)
+        alice.send(dialog.create_request("BYE", via=_via(alice)))
+    net.advance(40)
+    b2bua = net.core.b2bua
+    assert not b2bua.calls and not b2bua._by_invite and not b2bua._by_a
+    assert not b2bua._by_b and not b2bua._clients and not b2bua._acks
+    assert net.core.layer.transaction_count == 0
+    assert len(net.ended.calls) == 200
+
+
+def net_responses_from(phone: Phone) -> list[Response]:
+    """Responses a phone sent (read back from its server transactions' last responses)."""
+    return phone.sent_responses
+
+
+def test_message_is_relayed_to_the_user() -> None:
+    net = Net()
+    alice, bob = _pair(net)
+    msg = alice._request("MESSAGE", "101", "101", body=b"hello bob", content_type="text/plain")
+    alice.send(msg)
+    assert alice.responses[-1].status == 407
+    alice.send(alice._retry_with_auth(msg, alice.responses[-1]))
+    relayed = bob.requests[-1]
+    assert relayed.method == "MESSAGE" and relayed.body == b"hello bob"
+    assert relayed.call_id != msg.call_id
+    assert alice.responses[-1].status == 200
+    offline = alice._request("MESSAGE", "102", "102", body=b"x", content_type="text/plain")
+    net.users.add_user("102", "pw")
+    alice.send(offline)
+    alice.send(alice._retry_with_auth(offline, alice.responses[-1]))
+    assert alice.responses[-1].status == 480
