@@ -1,0 +1,431 @@
+"""Composition root: builds the PBX from :class:`Settings` and runs it on one event loop.
+
+This is the asyncio glue around the sans-IO :class:`PbxCore` (DESIGN.md, like aioquic's
+asyncio/protocol.py): messages from the :class:`TransportManager` go into the core with the
+loop's monotonic clock; what the core queues is sent; one timer handle follows
+``core.get_timer()``. Storage work (user directory refresh, registration write-behind,
+expiry) runs in small periodic tasks that never block the call path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from minipbx.config import Settings
+from minipbx.pbx.auth import RequestAuthenticator
+from minipbx.pbx.b2bua import Call
+from minipbx.pbx.core import PbxCore
+from minipbx.pbx.location import Aor, Binding, MemoryLocation
+from minipbx.pbx.ports import User
+from minipbx.pbx.registrar import Registrar, RegistrarConfig
+from minipbx.pbx.routing import LocalRouter
+from minipbx.pbx.security import Guard, GuardConfig
+from minipbx.sip.digest import DigestAuthenticator
+from minipbx.sip.headers import NameAddr, Via
+from minipbx.sip.uri import SipUri
+from minipbx.store import (
+    DEFAULT_REALM,
+    Database,
+    RegistrationRecord,
+    SqlRegistrationRepo,
+    SqlTenantRepo,
+    SqlUserRepo,
+    StoreError,
+    UserDirectory,
+)
+from minipbx.transport.address import Address
+from minipbx.transport.config import TransportConfig
+from minipbx.transport.events import Inbound
+from minipbx.transport.manager import TransportManager
+
+log = logging.getLogger("minipbx")
+
+SAMPLE_EXTENSIONS = ("100", "101", "102")
+KEEPALIVE_INTERVAL = 30.0  # OPTIONS to NATed UDP contacts keep their NAT mapping open
+
+
+class DirectoryUsers:
+    """The store's :class:`UserDirectory` as the PBX's ``UserLookup``."""
+
+    def __init__(self, directory: UserDirectory) -> None:
+        self.directory = directory
+
+    def lookup(self, domain: str, extension: str) -> User | None:
+        """The user of the tenant serving ``domain`` (default tenant for unknown hosts)."""
+        return self.directory.lookup(domain, extension)
+
+    def realm_for(self, domain: str) -> str:
+        """The digest realm of the tenant serving ``domain``."""
+        tenant = self.directory.tenant_for(domain)
+        return tenant.realm if tenant is not None else DEFAULT_REALM
+
+
+class Network:
+    """Our Via and Contact for a destination (the B2BUA's ``Network``)."""
+
+    def __init__(self, transports: TransportManager, public_address: str | None) -> None:
+        self.transports = transports
+        self.public_address = public_address
+        self._local_ip: dict[str, str] = {}
+
+    def _local(self, destination: Address) -> tuple[str, int]:
+        local = self.transports.local_address(destination.transport, destination)
+        host = self.public_address or local.host
+        if host in ("0.0.0.0", "::"):
+            host = self._local_ip_for(destination.host)
+        return (f"[{host}]" if ":" in host else host), local.port
+
+    def _local_ip_for(self, remote: str) -> str:
+        """The source address the kernel picks toward ``remote`` (no packet is sent)."""
+        cached = self._local_ip.get(remote)
+        if cached is None:
+            family = socket.AF_INET6 if ":" in remote else socket.AF_INET
+            with socket.socket(family, socket.SOCK_DGRAM) as probe:
+                try:
+                    probe.connect((remote, 9))
+                    cached = probe.getsockname()[0]
+                except OSError:
+                    cached = "127.0.0.1" if family == socket.AF_INET else "::1"
+            self._local_ip[remote] = cached
+        return cached
+
+    def via(self, destination: Address, branch: str) -> Via:
+        """A top Via for a request to ``destination`` (RFC 3261 8.1.1.7, RFC 3581 rport)."""
+        host, port = self._local(destination)
+        return Via(destination.via_transport, host, port, {"branch": branch, "rport": None})
+
+    def contact(self, destination: Address) -> NameAddr:
+        """Our Contact toward ``destination``."""
+        host, port = self._local(destination)
+        params: dict[str, str | None] = {}
+        if destination.transport != "udp":
+            params["transport"] = destination.transport
+        return NameAddr(SipUri(host, "minipbx", None, port, "sip", params))
+
+    def reliable(self, destination: Address) -> bool:
+        """True for TCP and TLS."""
+        return destination.reliable
+
+
+class CallLog:
+    """Call listener until call records land: one log line per call is already written."""
+
+    def call_ended(self, call: Call) -> None:
+        """Nothing more to do yet."""
+
+
+@dataclass(slots=True)
+class RegistrationStore:
+    """Write-behind of registrations: the registrar changes memory, this saves it."""
+
+    repo: SqlRegistrationRepo
+    directory: UserDirectory
+    dirty: dict[Aor, tuple[Binding, ...]]
+
+    def changed(self, aor: Aor, bindings: tuple[Binding, ...]) -> None:
+        """Registrar hook: remember the latest bindings of ``aor`` to save."""
+        self.dirty[aor] = bindings
+
+    def _user_ids(self) -> dict[Aor, int]:
+        return {(u.tenant_id, u.extension): u.id for u in self.directory.users()}
+
+    async def flush(self) -> None:
+        """Save every changed AOR in one transaction."""
+        if not self.dirty:
+            return
+        batch, self.dirty = self.dirty, {}
+        ids = self._user_ids()
+        rows: dict[str, list[RegistrationRecord]] = {}
+        for aor, bindings in batch.items():
+            user_id = ids.get(aor)
+            if user_id is not None:
+                rows[f"{aor[0]}:{aor[1]}"] = [_record(user_id, b) for b in bindings]
+        try:
+            await self.repo.replace_many(rows)
+        except StoreError as exc:
+            log.error("event=registrations_not_saved count=%d error=%s", len(rows), exc)
+            for aor, bindings in batch.items():  # keep them for the next try
+                self.dirty.setdefault(aor, bindings)
+
+    async def load(self, now: float) -> list[Binding]:
+        """Bindings saved before a restart that have not expired."""
+        out = []
+        for rec in await self.repo.load_active():
+            user = self.directory.get_by_id(rec.user_id)
+            if user is not None:
+                out.append(_binding((user.tenant_id, user.extension), rec))
+        return [b for b in out if b.expires_at > now]
+
+
+def _record(user_id: int, b: Binding) -> RegistrationRecord:
+    return RegistrationRecord(
+        user_id=user_id,
+        aor=f"{b.aor[0]}:{b.aor[1]}",
+        contact=b.contact,
+        expires_at=datetime.fromtimestamp(b.expires_at, UTC),
+        received_transport=b.received.transport,
+        received_host=b.received.host,
+        received_port=b.received.port,
+        params=b.params,
+        path="\n".join(b.path),
+        call_id=b.call_id,
+        cseq=b.cseq,
+        user_agent=b.user_agent,
+        instance_id=b.instance_id,
+        reg_id=b.reg_id,
+        q=b.q,
+        local=str(b.local) if b.local is not None else "",
+        nat=b.nat,
+    )
+
+
+def _binding(aor: Aor, rec: RegistrationRecord) -> Binding:
+    return Binding(
+        aor=aor,
+        contact=rec.contact,
+        expires_at=rec.expires_at.timestamp(),
+        received=Address(rec.received_transport, rec.received_host, rec.received_port),
+        params=rec.params,
+        nat=rec.nat,
+        path=tuple(p for p in rec.path.split("\n") if p),
+        call_id=rec.call_id,
+        cseq=rec.cseq,
+        user_agent=rec.user_agent,
+        instance_id=rec.instance_id,
+        reg_id=rec.reg_id,
+        q=rec.q,
+        registered_at=rec.expires_at.timestamp(),
+    )
+
+
+def _secret(data_dir: Path) -> bytes:
+    """The nonce secret, kept in the data dir so nonces survive a restart."""
+    path = data_dir / "secret.key"
+    try:
+        return bytes.fromhex(path.read_text().strip())
+    except (OSError, ValueError):
+        secret = secrets.token_bytes(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secret.hex())
+        return secret
+
+
+class App:
+    """One running PBX: storage, transports, the core, and the tasks that tie them."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.db = Database(settings.db_url)
+        self.directory = UserDirectory.for_database(self.db)
+        self.users = DirectoryUsers(self.directory)
+        self.guard = Guard(GuardConfig(trusted=settings.trusted_networks))
+        self.location = MemoryLocation()
+        self.registrations = RegistrationStore(SqlRegistrationRepo(self.db), self.directory, {})
+        self.transports = TransportManager(
+            TransportConfig(
+                bind_hosts=(settings.bind,),
+                udp_port=settings.sip_port,
+                tcp_port=settings.sip_port,
+                tls_port=settings.tls_port,
+                tls_cert=settings.tls_cert,
+                tls_key=settings.tls_key,
+            ),
+            self._on_message,
+            source_filter=self._source_allowed,
+        )
+        self.core: PbxCore | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.sample_passwords: dict[str, str] = {}
+
+    # -- start and stop --------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the database, load users and registrations, bind the listeners."""
+        self._loop = asyncio.get_running_loop()
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        await self.db.upgrade()
+        await SqlTenantRepo(self.db).ensure_default()
+        await self._create_samples()
+        await self.directory.load()
+        digest = DigestAuthenticator(_secret(self.settings.data_dir))
+        authenticator = RequestAuthenticator(digest, self.users, guard=self.guard)
+        registrar = Registrar(
+            self.location,
+            self.users,
+            authenticator,
+            config=RegistrarConfig(
+                min_expires=self.settings.min_expires,
+                max_expires=self.settings.max_expires,
+                default_expires=self.settings.max_expires,
+            ),
+            on_change=self.registrations.changed,
+        )
+        restored = registrar.restore(await self.registrations.load(time.time()), time.time())
+        network = Network(self.transports, self.settings.public_address)
+        self.core = PbxCore(
+            network=network,
+            router=LocalRouter(self.users, registrar, time.time),
+            listener=CallLog(),
+            authenticator=authenticator,
+            registrar=registrar,
+            guard=self.guard,
+            wall_clock=time.time,
+        )
+        await self.transports.start()
+        self._tasks = [
+            asyncio.create_task(self.directory.watch(1.0)),
+            asyncio.create_task(self._housekeeping()),
+            asyncio.create_task(self._keepalives()),
+        ]
+        log.info("event=started users=%d registrations=%d", len(self.directory), restored)
+
+    async def _create_samples(self) -> None:
+        """First start with no users: the default tenant and extensions 100-102."""
+        users = SqlUserRepo(self.db)
+        if await users.count():
+            return
+        for ext in SAMPLE_EXTENSIONS:
+            password = secrets.token_urlsafe(9)
+            await users.add(ext, password, name=f"Extension {ext}")
+            self.sample_passwords[ext] = password
+
+    async def stop(self) -> None:
+        """End calls with BYE, save registrations, close everything."""
+        core = self.core
+        if core is not None and self._loop is not None:
+            core.hangup_all(self._loop.time())
+            self._flush()
+            if core.b2bua.calls or core.layer.transaction_count:
+                await asyncio.sleep(0.5)  # let BYEs out and their answers in
+        if self._timer is not None:
+            self._timer.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.registrations.flush()
+        await self.transports.stop()
+        await self.db.close()
+        log.info("event=stopped")
+
+    # -- the glue ----------------------------------------------------------------------------
+
+    def _source_allowed(self, ip: str) -> bool:
+        return not self.guard.is_banned(ip, time.time())
+
+    def _on_message(self, inbound: Inbound) -> None:
+        core = self.core
+        if core is None:
+            return
+        core.receive(inbound.message, inbound.source, inbound.arrived)
+        self._flush()
+
+    def _flush(self) -> None:
+        core = self.core
+        if core is None or self._loop is None:
+            return
+        send = self.transports.send
+        for data, destination in core.datagrams_to_send():
+            send(data, destination)
+        self._arm()
+
+    def _arm(self) -> None:
+        core = self.core
+        loop = self._loop
+        if core is None or loop is None:
+            return
+        when = core.get_timer()
+        if when is None:
+            return
+        if self._timer is not None:
+            if self._timer.when() <= when:
+                return
+            self._timer.cancel()
+        self._timer = loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self.core is not None and self._loop is not None:
+            self.core.handle_timer(self._loop.time())
+            self._flush()
+
+    async def _housekeeping(self) -> None:
+        """Every second: expire registrations, save changed ones."""
+        while True:
+            await asyncio.sleep(1.0)
+            if self.core is not None:
+                self.core.registrar.expire(time.time())
+                self.guard.sweep(time.time())
+            await self.registrations.flush()
+
+    async def _keepalives(self) -> None:
+        """OPTIONS to NATed UDP contacts so their NAT mappings stay open."""
+        while True:
+            await asyncio.sleep(KEEPALIVE_INTERVAL)
+            core = self.core
+            if core is not None and self._loop is not None:
+                core.keepalive(core.registrar.nated_udp_bindings(time.time()), self._loop.time())
+                self._flush()
+
+
+def _print_banner(app: App) -> None:
+    settings = app.settings
+    out = [f"minipbx listening (data in {settings.data_dir.resolve()}):"]
+    out += [f"  SIP {a.transport.upper()} {a.hostport}" for a in app.transports.listeners]
+    if app.sample_passwords:
+        out.append("first start: created the default tenant and sample extensions:")
+        out += [f"  extension {ext}  password {pw}" for ext, pw in app.sample_passwords.items()]
+    print("\n".join(out), flush=True)
+
+
+async def _serve(settings: Settings) -> int:
+    app = App(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await app.start()
+    except BaseException:
+        await app.stop()
+        raise
+    _print_banner(app)
+    await stop.wait()
+    log.info("event=stopping")
+    await app.stop()
+    return 0
+
+
+def run_server(settings: Settings) -> int:
+    """``minipbx run``: serve until SIGINT/SIGTERM; errors are one line (raised to the CLI)."""
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    try:
+        import uvloop
+
+        runner: object = uvloop.run
+    except ImportError:
+        runner = asyncio.run
+    return runner(_serve(settings))  # type: ignore[operator,no-any-return]
+
+
+__all__ = ["App", "run_server"]
