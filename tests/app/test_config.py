@@ -1,0 +1,67 @@
+"""Settings precedence and validation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from minipbx.config import ConfigError, Settings, load
+
+
+def test_defaults_need_no_file() -> None:
+    settings = load(env={})
+    assert settings == Settings()
+    assert settings.db_url.startswith("sqlite+aiosqlite:///")
+    assert settings.db_url.endswith("minipbx-data/minipbx.db")
+
+
+def test_file_then_env_then_flags(tmp_path: Path) -> None:
+    cfg = tmp_path / "minipbx.toml"
+    cfg.write_text('[server]\nsip_port = 5070\nbind = "127.0.0.1"\n[calls]\nring_timeout = 20\n')
+    settings = load(cfg, env={"MINIPBX_SIP_PORT": "5080"}, flags={"sip_port": 5090})
+    assert settings.sip_port == 5090
+    assert settings.bind == "127.0.0.1"
+    assert settings.ring_timeout == 20.0
+    assert load(cfg, env={"MINIPBX_SIP_PORT": "5080"}).sip_port == 5080
+    assert load(cfg, env={}).sip_port == 5070
+
+
+def test_config_file_from_environment(tmp_path: Path) -> None:
+    cfg = tmp_path / "x.toml"
+    cfg.write_text('[database]\nurl = "sqlite+aiosqlite:////tmp/x.db"\n')
+    assert load(env={"MINIPBX_CONFIG": str(cfg)}).db_url == "sqlite+aiosqlite:////tmp/x.db"
+
+
+def test_trusted_networks_from_env_list() -> None:
+    settings = load(env={"MINIPBX_TRUSTED_NETWORKS": "10.0.0.0/8, 127.0.0.1/32"})
+    assert settings.trusted_networks == ("10.0.0.0/8", "127.0.0.1/32")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[server]\nsip_port = 70000\n", "sip_port must be a port number"),
+        ("[server]\nsip_port = 'x'\n", "sip_port must be int"),
+        ("[server]\nbind = 'pbx.example.com'\n", "bind must be an IP address"),
+        ("[server]\nnope = 1\n", "unknown setting [server] nope"),
+        ("sip_port = 5060\n", "must be a [section]"),
+        ("[server\n", "not valid TOML"),
+        ("[tls]\ncert = '/a.pem'\n", "tls_cert and tls_key must be set together"),
+        ("[security]\ntrusted_networks = ['nonsense']\n", "is not a network"),
+        ("[registrar]\nmin_expires = 100\nmax_expires = 50\n", "min_expires <= max_expires"),
+        ("[server]\nlog_level = 'LOUD'\n", "log_level must be"),
+    ],
+)
+def test_bad_settings_are_one_clear_line(tmp_path: Path, text: str, message: str) -> None:
+    cfg = tmp_path / "minipbx.toml"
+    cfg.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load(cfg, env={})
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load(tmp_path / "absent.toml", env={})
