@@ -24,14 +24,14 @@ from pathlib import Path
 
 from minipbx.config import Settings
 from minipbx.pbx.auth import RequestAuthenticator
-from minipbx.pbx.b2bua import Call
-from minipbx.pbx.core import PbxCore
+from minipbx.pbx.b2bua import Call, CallSettings
+from minipbx.pbx.core import CoreSettings, PbxCore
 from minipbx.pbx.location import Aor, Binding, MemoryLocation
 from minipbx.pbx.ports import User
 from minipbx.pbx.registrar import Registrar, RegistrarConfig
 from minipbx.pbx.routing import LocalRouter
 from minipbx.pbx.security import Guard, GuardConfig
-from minipbx.sip.digest import DigestAuthenticator
+from minipbx.sip.digest import Algorithm, DigestAuthenticator
 from minipbx.sip.headers import NameAddr, Via
 from minipbx.sip.uri import SipUri
 from minipbx.store import (
@@ -261,7 +261,10 @@ class App:
         await SqlTenantRepo(self.db).ensure_default()
         await self._create_samples()
         await self.directory.load()
-        digest = DigestAuthenticator(_secret(self.settings.data_dir))
+        algorithms = [Algorithm.from_name(a) for a in self.settings.digest_algorithms]
+        digest = DigestAuthenticator(
+            _secret(self.settings.data_dir), algorithms=[a for a in algorithms if a]
+        )
         authenticator = RequestAuthenticator(digest, self.users, guard=self.guard)
         registrar = Registrar(
             self.location,
@@ -284,6 +287,7 @@ class App:
             registrar=registrar,
             guard=self.guard,
             wall_clock=time.time,
+            settings=CoreSettings(calls=CallSettings(ring_timeout=self.settings.ring_timeout)),
         )
         await self.transports.start()
         self._tasks = [

@@ -44,6 +44,9 @@ class Settings:
     """When set, every call record is also written to this MySQL/MariaDB database."""
     trusted_networks: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
     """Sources never rate-limited or banned (still authenticated)."""
+    digest_algorithms: tuple[str, ...] = ("MD5",)
+    """Challenges offered, preferred first. Many phones (and SIPp, baresip 1.0) give up
+    at a challenge that is not MD5, so SHA-256 is opt-in: ``["SHA-256", "MD5"]``."""
     min_expires: int = 60
     max_expires: int = 3600
     ring_timeout: float = 60.0
@@ -71,6 +74,7 @@ _TOML_KEYS = {
     ("database", "url"): "database_url",
     ("cdr", "mysql_url"): "cdr_mysql_url",
     ("security", "trusted_networks"): "trusted_networks",
+    ("security", "digest_algorithms"): "digest_algorithms",
     ("registrar", "min_expires"): "min_expires",
     ("registrar", "max_expires"): "max_expires",
     ("calls", "ring_timeout"): "ring_timeout",
@@ -169,6 +173,9 @@ def validate(settings: Settings) -> None:
             ipaddress.ip_network(network, strict=False)
         except ValueError:
             raise ConfigError(f"trusted_networks: {network!r} is not a network") from None
+    known = ("MD5", "SHA-256", "MD5-sess", "SHA-256-sess")
+    if not settings.digest_algorithms or any(a not in known for a in settings.digest_algorithms):
+        raise ConfigError(f"digest_algorithms must be a list of {', '.join(known)}")
     if (settings.tls_cert is None) != (settings.tls_key is None):
         raise ConfigError("tls_cert and tls_key must be set together")
     if not 1 <= settings.min_expires <= settings.max_expires:

@@ -273,6 +273,7 @@ class B2BUA:
             return call
         self.calls[call.id] = call
         self._by_invite[server] = call
+        self._by_a[(invite.call_id, to_tag)] = call  # early dialog: BYE may come (RFC 3261 15)
         heapq.heappush(self._timers, (call.due, call.id))
         forwards = (invite.max_forwards if invite.max_forwards is not None else 70) - 1
         for target in route.targets:
@@ -416,7 +417,6 @@ class B2BUA:
             log.warning("event=no_caller_dialog call=%s error=%s", call.id, exc)
             self.hangup(call, now, "bad_caller_contact")
             return
-        self._by_a[(call.invite.call_id, call.to_tag)] = call
         call.state = CallState.ANSWERED
         call.answered = now
         call.final_status = response.status
@@ -515,6 +515,10 @@ class B2BUA:
         call, from_leg = found
         own = call.a_dialog if from_leg is None else from_leg.dialog
         if own is None:
+            if from_leg is None and request.method == "BYE":  # caller gives up while ringing
+                self._respond(tx, request.response(200), now)
+                self.on_cancel(call.server, now)
+                return True
             return False
         verdict = own.receive_request(request)
         if not verdict.ok:

@@ -70,7 +70,7 @@ class CoreSettings:
     """Behaviour of the core; passed explicitly."""
 
     user_agent: str = "minipbx"
-    timers: TimerSettings = field(default_factory=lambda: TimerSettings(trying_delay=0.0))
+    timers: TimerSettings = field(default_factory=TimerSettings)
     calls: CallSettings = field(default_factory=CallSettings)
 
 

@@ -215,3 +215,26 @@ def test_message_is_relayed_to_the_user() -> None:
     alice.send(offline)
     alice.send(alice._retry_with_auth(offline, alice.responses[-1]))
     assert alice.responses[-1].status == 480
+
+
+def test_caller_bye_while_ringing_ends_the_attempt() -> None:
+    net = Net()
+    alice, bob = _pair(net)
+    bob.answer = Phone.ring_only
+    invite = alice.invite("101")
+    ringing = alice.responses[-1]
+    assert ringing.status == 180
+    early = Dialog.from_uac(invite, ringing)
+    alice.send(early.create_request("BYE", via=_via(alice)))
+    statuses = [r.status for r in alice.responses]
+    assert 487 in statuses  # the INVITE is answered 487
+    assert any(r.method == "CANCEL" for r in bob.requests)
+    assert not list(net.core.calls)
+
+
+def test_one_100_trying_per_invite() -> None:
+    net = Net()
+    alice, _bob = _pair(net)
+    alice.invite("101")
+    trying = [r for r in alice.responses if r.status == 100 and r.cseq.seq == 2]
+    assert len(trying) == 1
