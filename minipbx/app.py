@@ -117,6 +117,17 @@ class Network:
         """True for TCP and TLS."""
         return destination.reliable
 
+    def is_self(self, source: Address) -> bool:
+        """True when ``source`` is one of our own listeners (the PBX sent it to itself)."""
+        for local in self.transports.listeners:
+            if local.port == source.port and local.transport == source.transport:
+                host = local.host
+                if host == source.host or (
+                    host in ("0.0.0.0", "::") and source.host in self._local_ip.values()
+                ):
+                    return True
+        return False
+
 
 class CallLog:
     """Call listener until call records land: one log line per call is already written."""
@@ -288,6 +299,7 @@ class App:
             guard=self.guard,
             wall_clock=time.time,
             settings=CoreSettings(calls=CallSettings(ring_timeout=self.settings.ring_timeout)),
+            is_self=network.is_self,
         )
         await self.transports.start()
         self._tasks = [

@@ -169,17 +169,30 @@ class CallSettings:
     max_calls: int = 20000
 
 
+def _for_caller(status: int) -> int:
+    """What a callee's final failure becomes for the caller.
+
+    3xx: redirects are not followed yet (forwarding will), the callee is unreachable: 480.
+    401/407: the callee challenged the PBX; the caller cannot answer that: 403.
+    408/503: nobody answered / the phone is not taking calls: 480 (RFC 3261 16.7 step 6
+    forbids passing 503 on).
+    """
+    if 300 <= status < 400 or status in (408, 503):
+        return 480
+    if status in (401, 407):
+        return 403
+    return status
+
+
 def _best_failure(statuses: Sequence[int]) -> int:
     """The response to pass upstream when every leg failed (RFC 3261 16.7 step 6)."""
     six = [s for s in statuses if s >= 600]
     if six:
         return min(six)
-    busy = [s for s in statuses if s in (486, 600)]
-    if busy:
+    if any(s == 486 for s in statuses):
         return 486
-    classes = [s for s in statuses if s != 408 and s != 503] or list(statuses) or [480]
-    best = min(classes)
-    return 480 if best == 408 or best == 503 else best
+    mapped = [_for_caller(s) for s in statuses] or [480]
+    return min(mapped)
 
 
 def _copied(message: Request | Response) -> list[tuple[str, str]]:

@@ -89,6 +89,7 @@ class PbxCore:
         wall_clock: Callable[[], float],
         settings: CoreSettings | None = None,
         entropy: Callable[[int], bytes] = secrets.token_bytes,
+        is_self: Callable[[Address], bool] = lambda _address: False,
     ) -> None:
         """``wall_clock`` is the time of registrations, nonces and bans (they outlive a
         restart); every other ``now`` is the glue's monotonic clock (transactions, calls)."""
@@ -99,6 +100,7 @@ class PbxCore:
         self.registrar = registrar
         self.guard = guard
         self._wall = wall_clock
+        self._is_self = is_self
         self.messages = (
             MessageRelay(self.layer, network, router, entropy)
             if isinstance(router, LocalRouter)
@@ -115,8 +117,15 @@ class PbxCore:
         behind NAT work (as Asterisk's force_rport), at the price of strict RFC 3261
         18.2.2 routing for clients that are not behind NAT and listen elsewhere.
         """
-        if isinstance(message, Request) and not self.guard.allow(source.host, self._wall()):
-            return  # flood: dropped without an answer (the guard logged it)
+        if isinstance(message, Request):
+            if not self.guard.allow(source.host, self._wall()):
+                return  # flood: dropped without an answer (the guard logged it)
+            if self._is_self(source) and message.method != "ACK":
+                # A request from our own listener: a contact or route pointing back at the
+                # PBX made it call itself. The B2BUA hides the Via trail, so stop it here.
+                self.layer.send_stateless(message.response(482, to_tag=_tag()), source)
+                log.warning("event=loop call_id=%s", message.call_id)
+                return
         self.layer.receive(message, source, now)
         self._drain(now)
 

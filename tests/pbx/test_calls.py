@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from minipbx.pbx.b2bua import CallState, Disposition
-from minipbx.sip import NameAddr, Response, SipUri, Via
+from minipbx.sip import NameAddr, Request, Response, SipUri, Via
 from minipbx.sip.dialog import Dialog
-from minipbx.sip.transaction import build_cancel, make_branch
+from minipbx.sip.transaction import ServerTransaction, build_cancel, make_branch
 from tests.pbx.phones import PBX, Net, Phone, sdp
 
 
@@ -238,3 +238,26 @@ def test_one_100_trying_per_invite() -> None:
     alice.invite("101")
     trying = [r for r in alice.responses if r.status == 100 and r.cseq.seq == 2]
     assert len(trying) == 1
+
+
+def test_callee_challenge_is_not_passed_to_the_caller() -> None:
+    net = Net()
+    alice, bob = _pair(net)
+
+    def challenge(phone: Phone, tx: ServerTransaction, request: Request) -> None:
+        resp = request.response(407, to_tag=phone.to_tag)
+        phone.layer.send_response(tx, resp, phone.net.clock.now)
+
+    bob.answer = challenge
+    alice.invite("101")
+    assert alice.responses[-1].status == 403
+
+
+def test_request_from_ourselves_is_a_loop() -> None:
+    net = Net()
+    net.core._is_self = lambda address: address.port == 5071
+    alice = net.phone("100", 5071)
+    alice.send(
+        alice._request("INVITE", "101", "101", body=sdp(4000), content_type="application/sdp")
+    )
+    assert alice.responses[-1].status == 482
