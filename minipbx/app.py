@@ -257,7 +257,8 @@ class App:
             source_filter=self._source_allowed,
         )
         self.core: PbxCore | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.Handle | None = None
+        self._timer_when = 0.0
         self._tasks: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self.sample_passwords: dict[str, str] = {}
@@ -369,10 +370,12 @@ class App:
         if when is None:
             return
         if self._timer is not None:
-            if self._timer.when() <= when:
+            if self._timer_when <= when:
                 return
             self._timer.cancel()
+        # uvloop returns a plain Handle (no when()) for a time already past: keep our own.
         self._timer = loop.call_at(when, self._on_timer)
+        self._timer_when = when
 
     def _on_timer(self) -> None:
         self._timer = None
