@@ -195,6 +195,7 @@ class Headers:
 
 
 _MISSING = object()
+_ESSENTIAL = frozenset(("Via", "From", "To", "Call-ID", "CSeq"))
 Lines = list[str] | None
 
 
@@ -330,6 +331,10 @@ class Message:
     def _start(self) -> str:
         raise NotImplementedError
 
+    def _essential_headers(self) -> Headers:
+        keep = _ESSENTIAL
+        return Headers._trusted([item for item in self.headers._items if item[0] in keep])
+
     def __bytes__(self) -> bytes:
         lines = [self._start()]
         lines += [f"{n}: {v}" for n, v in self.headers._items]
@@ -447,6 +452,10 @@ class Request(Message):
     def _start(self) -> str:
         return f"{self.method} {self.uri} SIP/2.0"
 
+    def essentials(self) -> Request:
+        """A copy with only Via, From, To, Call-ID and CSeq and no body (small to keep)."""
+        return Request(self.method, self.uri, self._essential_headers())
+
     def __repr__(self) -> str:
         return f"<Request {self.method} {self.uri}>"
 
@@ -503,6 +512,10 @@ class Response(Message):
 
     def _start(self) -> str:
         return f"SIP/2.0 {self.status} {self.reason}"
+
+    def essentials(self) -> Response:
+        """A copy with only Via, From, To, Call-ID and CSeq and no body (small to keep)."""
+        return Response(self.status, self.reason, self._essential_headers())
 
     def __repr__(self) -> str:
         return f"<Response {self.status} {self.reason}>"

@@ -278,6 +278,11 @@ class TransactionLayer:
             req = transaction.request
             key = (req.call_id, req.cseq.seq, req.from_.tag, response.to.tag)
             self._accepted[key] = transaction
+        elif transaction.state is TxState.COMPLETED and not transaction.is_invite:
+            # Timer J keeps the transaction 32 s only to resend the response bytes (kept
+            # serialized): hold just the headers that identify both messages meanwhile.
+            transaction.request = transaction.request.essentials()
+            transaction.last_response = response.essentials()
 
     def send_stateless(self, message: Message, destination: Address) -> None:
         """Queue a message outside any transaction (ACK for a 2xx, stateless replies)."""
