@@ -24,7 +24,7 @@ from pathlib import Path
 
 from minipbx.config import Settings
 from minipbx.pbx.auth import RequestAuthenticator
-from minipbx.pbx.b2bua import Call, CallSettings
+from minipbx.pbx.call import Call, CallSettings
 from minipbx.pbx.core import CoreSettings, PbxCore
 from minipbx.pbx.location import Aor, Binding, MemoryLocation
 from minipbx.pbx.ports import User

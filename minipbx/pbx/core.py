@@ -14,7 +14,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from minipbx.pbx.auth import RequestAuthenticator
-from minipbx.pbx.b2bua import ALLOW, B2BUA, Call, CallListener, CallSettings, Network, Router
+from minipbx.pbx.b2bua import ALLOW, B2BUA
+from minipbx.pbx.call import Call, CallListener, CallSettings, Network, Router
 from minipbx.pbx.location import Binding
 from minipbx.pbx.messaging import MessageRelay
 from minipbx.pbx.registrar import Registrar

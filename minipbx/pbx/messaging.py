@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 
-from minipbx.pbx.b2bua import Network
+from minipbx.pbx.call import Network
 from minipbx.pbx.ports import User
 from minipbx.pbx.routing import LocalRouter, number_of
 from minipbx.sip.dialog import make_tag

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from minipbx.pbx.b2bua import Call, Route, Target
+from minipbx.pbx.call import Call, Route, Target
 from minipbx.pbx.location import target_of
 from minipbx.pbx.ports import UserLookup
 from minipbx.pbx.registrar import Registrar

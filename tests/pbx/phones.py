@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from minipbx.pbx.auth import RequestAuthenticator
-from minipbx.pbx.b2bua import Call, CallSettings
+from minipbx.pbx.call import Call, CallSettings
 from minipbx.pbx.core import CoreSettings, PbxCore
 from minipbx.pbx.location import MemoryLocation
 from minipbx.pbx.ports import StaticUsers

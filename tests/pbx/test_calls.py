@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from minipbx.pbx.b2bua import CallState, Disposition
+from minipbx.pbx.call import CallState, Disposition
 from minipbx.sip import NameAddr, Request, Response, SipUri, Via
 from minipbx.sip.dialog import Dialog
 from minipbx.sip.transaction import ServerTransaction, build_cancel, make_branch

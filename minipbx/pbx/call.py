@@ -1,0 +1,182 @@
+"""The data of a call: its legs, state, outcome, and the seams around the B2BUA.
+
+:class:`Router` decides where a call goes (local user now; dial plan, trunks and services
+later), :class:`CallListener` hears every call end (call records, billing), and
+:class:`Network` tells the B2BUA its own addresses. The B2BUA (``b2bua.py``) moves calls
+through their states.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from minipbx.sip.dialog import Dialog
+from minipbx.sip.headers import NameAddr, Via
+from minipbx.sip.message import Request
+from minipbx.sip.transaction import ClientTransaction, ServerTransaction
+from minipbx.sip.uri import Uri
+from minipbx.transport.address import Address
+
+
+class CallState(enum.Enum):
+    """Where a call is; one module (this one) moves it forward."""
+
+    ROUTING = "routing"  # B legs sent, nothing heard yet
+    EARLY = "early"  # a provisional response relayed to the caller
+    ANSWERED = "answered"  # 2xx relayed, dialogs confirmed on both sides
+    ENDED = "ended"
+
+
+class Disposition(enum.Enum):
+    """How a call attempt ended, as call records name it."""
+
+    ANSWERED = "ANSWERED"
+    NO_ANSWER = "NO ANSWER"
+    BUSY = "BUSY"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One place to ring: the Request-URI to use and where to send it."""
+
+    uri: Uri
+    destination: Address
+    path: tuple[str, ...] = ()  # RFC 3327 Path values of the binding, become Route headers
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """What the router decided: ring these targets, or answer with ``status``."""
+
+    targets: tuple[Target, ...] = ()
+    status: int = 0
+    reason: str | None = None
+    callee: str = ""  # the called number as routed, for records
+
+
+class Router(Protocol):
+    """Decides where a new call goes (local user now; dial plan and trunks later)."""
+
+    def route(self, call: Call) -> Route: ...
+
+
+class CallListener(Protocol):
+    """Hears calls end (call records, billing)."""
+
+    def call_ended(self, call: Call) -> None: ...
+
+
+class Network(Protocol):
+    """What the B2BUA needs to know about our own addresses."""
+
+    def via(self, destination: Address, branch: str) -> Via: ...
+
+    def contact(self, destination: Address) -> NameAddr: ...
+
+    def reliable(self, destination: Address) -> bool: ...
+
+
+@dataclass(slots=True, eq=False)
+class BLeg:
+    """One INVITE we sent for a call (one per forked contact)."""
+
+    target: Target
+    transaction: ClientTransaction
+    request: Request
+    dialog: Dialog | None = None
+    provisional: bool = False  # a 1xx arrived: CANCEL is now allowed (RFC 3261 9.1)
+    cancel_pending: bool = False
+    final: int = 0  # final status, 0 while pending
+
+
+@dataclass(slots=True, eq=False)
+class Call:
+    """A call attempt: the caller's INVITE and our INVITEs to the callee."""
+
+    id: str
+    invite: Request
+    server: ServerTransaction
+    source: Address
+    caller: str
+    tenant_id: int
+    domain: str
+    started: float
+    to_tag: str
+    state: CallState = CallState.ROUTING
+    legs: list[BLeg] = field(default_factory=list)
+    winner: BLeg | None = None
+    a_dialog: Dialog | None = None
+    answered: float | None = None
+    ended: float | None = None
+    disposition: Disposition | None = None
+    final_status: int = 0
+    hangup_by: str = ""  # "caller", "callee", "system"
+    reason: str = ""
+    callee: str = ""
+    ring_deadline: float = 0.0
+    probe_due: float = 0.0  # next in-dialog OPTIONS to both legs (dead-peer detection)
+    reinviting: bool = False  # a relayed re-INVITE awaits its final response
+
+    @property
+    def due(self) -> float:
+        """When the call next needs attention: ring timeout or dead-peer probe."""
+        return self.probe_due if self.state is CallState.ANSWERED else self.ring_deadline
+
+    @property
+    def duration(self) -> float:
+        """Seconds from answer to end (0 when never answered)."""
+        if self.answered is None or self.ended is None:
+            return 0.0
+        return self.ended - self.answered
+
+
+@dataclass(frozen=True, slots=True)
+class CallSettings:
+    """Limits of calls, passed explicitly (DESIGN: configuration as a dataclass)."""
+
+    ring_timeout: float = 60.0  # no answer after this: the caller gets 480
+    probe_interval: float = 300.0  # in-dialog OPTIONS to both legs; a dead leg ends the call
+    max_calls: int = 20000
+
+
+def for_caller(status: int) -> int:
+    """What a callee's final failure becomes for the caller.
+
+    3xx: redirects are not followed yet (forwarding will), the callee is unreachable: 480.
+    401/407: the callee challenged the PBX; the caller cannot answer that: 403.
+    408/503: nobody answered / the phone is not taking calls: 480 (RFC 3261 16.7 step 6
+    forbids passing 503 on).
+    """
+    if 300 <= status < 400 or status in (408, 503):
+        return 480
+    if status in (401, 407):
+        return 403
+    return status
+
+
+def best_failure(statuses: Sequence[int]) -> int:
+    """The response to pass upstream when every leg failed (RFC 3261 16.7 step 6)."""
+    six = [s for s in statuses if s >= 600]
+    if six:
+        return min(six)
+    if any(s == 486 for s in statuses):
+        return 486
+    mapped = [for_caller(s) for s in statuses] or [480]
+    return min(mapped)
+
+
+def disposition_of(status: int) -> Disposition:
+    if 200 <= status < 300:
+        return Disposition.ANSWERED
+    if status in (486, 600):
+        return Disposition.BUSY
+    if status == 487:
+        return Disposition.CANCELLED
+    if status in (408, 480):
+        return Disposition.NO_ANSWER
+    return Disposition.FAILED
