@@ -18,6 +18,7 @@ from minipbx.pbx.b2bua import ALLOW, B2BUA
 from minipbx.pbx.call import Call, CallListener, CallSettings, Network, Router
 from minipbx.pbx.location import Binding
 from minipbx.pbx.messaging import MessageRelay
+from minipbx.pbx.ports import User
 from minipbx.pbx.registrar import Registrar
 from minipbx.pbx.routing import LocalRouter
 from minipbx.pbx.security import Guard
@@ -258,31 +259,36 @@ class PbxCore:
         self.layer.send_response(tx, response, now)
 
     def _invite(self, tx: ServerTransaction, request: Request, source: Address, now: float) -> None:
-        if request.body and (request.headers.get("Content-Type") or "").lower().split(";")[
-            0
-        ].strip() not in ("application/sdp", "multipart/mixed"):
+        ctype = (request.headers.get("Content-Type") or "").partition(";")[0].strip().lower()
+        if request.body and ctype not in ("application/sdp", "multipart/mixed"):
             self._reply(tx, request, 415, now, [("Accept", ACCEPT)])  # RFC 3261 21.4.13
             return
         if request.max_forwards == 0:
             self._reply(tx, request, 483, now)  # RFC 3261 16.3 step 3
             return
+        user = self._authenticated(tx, request, source, now)
+        if user is not None:
+            self.b2bua.new_call(
+                tx,
+                request,
+                source,
+                caller=user.extension,
+                tenant_id=user.tenant_id,
+                domain=user.domain,
+                now=now,
+            )
+
+    def _authenticated(
+        self, tx: ServerTransaction, request: Request, source: Address, now: float
+    ) -> User | None:
+        """The user who sent ``request``, or None after answering 407/403/400 for us."""
         outcome = self.authenticator.check(
             request, proxy=True, source_ip=source.host, now=self._wall()
         )
         if outcome.user is None:
             assert outcome.response is not None
             self.layer.send_response(tx, outcome.response, now)
-            return
-        user = outcome.user
-        self.b2bua.new_call(
-            tx,
-            request,
-            source,
-            caller=user.extension,
-            tenant_id=user.tenant_id,
-            domain=user.domain,
-            now=now,
-        )
+        return outcome.user
 
     @staticmethod
     def _unsupported(request: Request) -> list[str]:
@@ -300,14 +306,9 @@ class PbxCore:
         if self.messages is None:
             self._reply(tx, request, 405, now, [("Allow", ALLOW)])
             return
-        outcome = self.authenticator.check(
-            request, proxy=True, source_ip=source.host, now=self._wall()
-        )
-        if outcome.user is None:
-            assert outcome.response is not None
-            self.layer.send_response(tx, outcome.response, now)
-            return
-        self.messages.handle(tx, request, outcome.user, now)
+        user = self._authenticated(tx, request, source, now)
+        if user is not None:
+            self.messages.handle(tx, request, user, now)
 
     def _capabilities(self) -> list[tuple[str, str]]:
         return [("Allow", ALLOW), ("Accept", ACCEPT), ("Supported", SUPPORTED)]
