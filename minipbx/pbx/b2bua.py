@@ -92,7 +92,7 @@ class B2BUA:
         self._by_a: dict[tuple[str, str], Call] = {}  # (A Call-ID, our To tag)
         self._by_b: dict[str, tuple[Call, BLeg]] = {}  # B-leg Call-ID (ours, unique)
         self._clients: dict[ClientTransaction, tuple[Call, BLeg | None, _Relay | None]] = {}
-        self._acks: dict[str, tuple[Request, Address]] = {}  # B Call-ID -> last ACK sent
+        self._acks: dict[str, tuple[bytes, Address]] = {}  # B Call-ID -> last ACK sent
         self._timers: list[tuple[float, str]] = []  # (due, call id); stale entries skipped
 
     # -- new calls -------------------------------------------------------------------------
@@ -281,6 +281,7 @@ class B2BUA:
             return
         call.state = CallState.ANSWERED
         call.answered = now
+        call.invite = call.invite.essentials()  # answered: keep what identifies it
         call.final_status = response.status
         call.probe_due = now + self.settings.probe_interval
         heapq.heappush(self._timers, (call.due, call.id))
@@ -319,8 +320,10 @@ class B2BUA:
             body=body,
             content_type=content_type,
         )
-        self.layer.send_stateless(ack, dest)
-        self._acks[leg.request.call_id] = (ack, dest)
+        data = bytes(ack)
+        self.layer.send_stateless(data, dest)
+        self._acks[leg.request.call_id] = (data, dest)
+        leg.request = leg.request.essentials()  # the full INVITE is not needed any more
 
     def _cancel_leg(self, leg: BLeg, now: float) -> None:
         if leg.final:

@@ -284,9 +284,10 @@ class TransactionLayer:
             transaction.request = transaction.request.essentials()
             transaction.last_response = response.essentials()
 
-    def send_stateless(self, message: Message, destination: Address) -> None:
-        """Queue a message outside any transaction (ACK for a 2xx, stateless replies)."""
-        self._datagrams.append((bytes(message), destination))
+    def send_stateless(self, message: Message | bytes, destination: Address) -> None:
+        """Queue a message (or its bytes) outside any transaction (ACK for a 2xx, replies)."""
+        data = message if isinstance(message, bytes) else bytes(message)
+        self._datagrams.append((data, destination))
 
     def transport_error(self, transaction: Transaction, now: float) -> None:
         """Report that sending for ``transaction`` failed (RFC 3261 17.1.4, 17.2.4)."""
@@ -367,6 +368,12 @@ class TransactionLayer:
             key = (req.call_id, req.cseq.seq, req.from_.tag, tx.last_response.to.tag)
             if self._accepted.get(key) is tx:
                 del self._accepted[key]
+        # Whoever still holds the transaction (a call, for its lifetime) needs only what
+        # identifies its messages; the parsed bodies and the wire bytes can go.
+        tx.request = tx.request.essentials()
+        if tx.last_response is not None:
+            tx.last_response = tx.last_response.essentials()
+        tx._data = b""
         self._events.append(TransactionTerminated(tx))
 
 
