@@ -131,6 +131,15 @@ class B2BUA:
         call.callee = route.callee
         if not route.targets:
             self._fail(call, route.status or 404, now, route.reason)
+            call.hangup_by = "system"
+            log.info(
+                "event=call_end call=%s from=%s to=%s disposition=%s status=%d",
+                call.id,
+                caller,
+                call.callee,
+                call.disposition.value if call.disposition else "",
+                call.final_status,
+            )
             self.listener.call_ended(call)
             return call
         self.calls[call.id] = call
@@ -167,7 +176,7 @@ class B2BUA:
             max_forwards=forwards,
             headers=headers,
             body=a.body,
-            content_type=a.headers.get("Content-Type"),
+            content_type=a.headers.get("Content-Type") if a.body else None,
         )
         tx = self.layer.send_request(request, dest, self.network.reliable(dest), now)
         leg = BLeg(target=target, transaction=tx, request=request)
