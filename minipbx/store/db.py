@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -275,10 +276,10 @@ class Database:
         # and DROP TABLE with foreign keys on would fire ON DELETE CASCADE.
         pragmas = [
             f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}",
-            "PRAGMA journal_mode = WAL",
             f"PRAGMA synchronous = {self._synchronous}",
             f"PRAGMA foreign_keys = {'OFF' if migrating else 'ON'}",
         ]
+        attempts = max(1, int(self._busy_timeout / 0.05))
 
         def on_connect(dbapi_connection: Any, _record: Any) -> None:
             dbapi_connection.isolation_level = None  # we emit BEGIN ourselves
@@ -286,6 +287,7 @@ class Database:
             try:
                 for pragma in pragmas:
                     cursor.execute(pragma)
+                _enable_wal(cursor, attempts)
             finally:
                 cursor.close()
 
@@ -438,3 +440,24 @@ async def _check_foreign_keys(conn: AsyncConnection) -> None:
     if bad is not None:
         table, rowid = tuple(bad)[:2]
         raise StoreError(f"migration broke a foreign key: table {table} row {rowid}")
+
+
+def _enable_wal(cursor: Any, attempts: int) -> None:
+    """Switch a SQLite file to WAL (persistent, so usually already done).
+
+    Changing the journal mode needs an exclusive lock and SQLite does not wait for it with
+    the busy handler: two processes opening a new database at once (server and CLI) would
+    see "database is locked". Retry for up to the busy timeout (this runs in the driver's
+    thread, so sleeping does not block the event loop).
+    """
+    for attempt in range(attempts):
+        try:
+            cursor.execute("PRAGMA journal_mode")
+            if str(cursor.fetchone()[0]).lower() == "wal":
+                return
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except Exception as exc:  # sqlite3.OperationalError, from the driver's thread
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.05)
