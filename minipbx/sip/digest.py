@@ -72,6 +72,14 @@ _TOKEN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
 # parsed value can be written back (RFC 3261 25.1).
 _QUOTED = re.compile(r'"((?:[^"\\\x00-\x08\x0a-\x1f\x7f]|\\[^\x00-\x08\x0a-\x1f\x7f])*)"')
 _QUOTED_PAIR = re.compile(r"\\(.)", re.DOTALL)
+# One whole ``name = value`` item and its separator (SWS "," SWS, or the end): the common
+# case in one regex call; anything it does not match goes through _parse_param for a
+# precise error.
+_ITEM = re.compile(
+    r"([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*=[ \t]*"
+    r'(?:"((?:[^"\\\x00-\x08\x0a-\x1f\x7f]|\\[^\x00-\x08\x0a-\x1f\x7f])*)"'
+    r"|([A-Za-z0-9\-.!%*_+`'~]+))[ \t]*(?:(,)[ \t]*|\Z)"
+)
 _BAD_TEXT = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\ud800-\udfff]")
 _FOLD = re.compile(r"\r?\n(?=[ \t])")  # RFC 3261 7.3.1: a fold is equivalent to SP
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
@@ -120,7 +128,21 @@ def _parse_auth_header(value: str, what: str) -> _Params:
     if pos == scheme.end():  # "Digest" LWS digest-response
         raise ParseError(f"{what}: expected whitespace and parameters after the scheme")
     params: _Params = {}
+    item = _ITEM.match
     while True:
+        m = item(text, pos)
+        if m is not None:
+            name, quoted, token, comma = m.groups()
+            if quoted is not None and "\\" in quoted:
+                quoted = _QUOTED_PAIR.sub(r"\1", quoted)
+            key = name.lower()
+            if key in params:
+                raise ParseError(f"{what}: duplicated parameter {name!r}")
+            params[key] = (name, token if quoted is None else quoted)
+            pos = m.end()
+            if comma is None:
+                return params
+            continue
         name, param_value, pos = _parse_param(text, pos, what)
         key = name.lower()  # parameter names are case-insensitive
         if key in params:
