@@ -121,7 +121,7 @@ class Dialog:
             local_seq=seq,
             remote_seq=None,
             remote_target=contacts[0].uri if contacts else request.uri,
-            route_set=tuple(reversed(response.name_addrs("Record-Route"))),
+            route_set=tuple(reversed(response.record_routes)),
             secure=_secure(request, tls),
             state=DialogState.EARLY if response.status < 200 else DialogState.CONFIRMED,
             local_display=request.from_.display,
@@ -151,7 +151,7 @@ class Dialog:
             local_seq=None,
             remote_seq=request.cseq.seq,
             remote_target=contacts[0].uri,
-            route_set=tuple(request.name_addrs("Record-Route")),
+            route_set=tuple(request.record_routes),
             secure=_secure(request, tls),
             state=DialogState.EARLY if response.status < 200 else DialogState.CONFIRMED,
             local_display=request.to.display,
@@ -259,7 +259,7 @@ class Dialog:
         if self.state is DialogState.EARLY and request.method == "INVITE":
             if success:
                 self.state = DialogState.CONFIRMED
-                self.route_set = tuple(reversed(response.name_addrs("Record-Route")))
+                self.route_set = tuple(reversed(response.record_routes))
             elif status >= 300:
                 self.state = DialogState.TERMINATED
         if success and request.method in TARGET_REFRESH:

@@ -263,12 +263,16 @@ def _contacts(lines: Lines) -> list[NameAddr]:
     return out
 
 
+def _name_addr_lines(lines: Lines, name: str) -> list[NameAddr]:
+    return [na for line in lines or () for na in parse_name_addr_list(line, name)]
+
+
 def _routes(lines: Lines) -> list[NameAddr]:
-    return [na for line in lines or () for na in parse_name_addr_list(line, "Route")]
+    return _name_addr_lines(lines, "Route")
 
 
 def _record_routes(lines: Lines) -> list[NameAddr]:
-    return [na for line in lines or () for na in parse_name_addr_list(line, "Record-Route")]
+    return _name_addr_lines(lines, "Record-Route")
 
 
 class View(Generic[T]):
@@ -405,11 +409,8 @@ class Message:
         return any(line.strip() == "*" for line in lines)
 
     def name_addrs(self, name: str) -> list[NameAddr]:
-        """Route, Record-Route, Path, Service-Route... values, in order."""
-        out: list[NameAddr] = []
-        for line in self.headers.get_all(name):
-            out.extend(parse_name_addr_list(line, name))
-        return out
+        """Path, Service-Route... values, in order (``routes``/``record_routes`` are cached)."""
+        return _name_addr_lines(self.headers.get_all(name), name)
 
     def tokens(self, name: str) -> list[str]:
         """Token-list headers (Supported, Require, Allow, Allow-Events, Unsupported)."""
