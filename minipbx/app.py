@@ -19,7 +19,7 @@ import signal
 import socket
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -144,13 +144,20 @@ class RegistrationStore:
     repo: SqlRegistrationRepo
     directory: UserDirectory
     dirty: dict[Aor, tuple[Binding, ...]]
+    ids: dict[Aor, int] = field(default_factory=dict)
+    ids_version: int | None = None
 
     def changed(self, aor: Aor, bindings: tuple[Binding, ...]) -> None:
         """Registrar hook: remember the latest bindings of ``aor`` to save."""
         self.dirty[aor] = bindings
 
     def _user_ids(self) -> dict[Aor, int]:
-        return {(u.tenant_id, u.extension): u.id for u in self.directory.users()}
+        """AOR -> user id, rebuilt only when the directory reloaded (not on every flush)."""
+        version = self.directory.version
+        if version != self.ids_version:
+            self.ids = {(u.tenant_id, u.extension): u.id for u in self.directory.users()}
+            self.ids_version = version
+        return self.ids
 
     async def flush(self) -> None:
         """Save every changed AOR in one transaction."""
