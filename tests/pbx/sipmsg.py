@@ -5,8 +5,7 @@ Addresses are 127.0.0.1 and 192.0.2.x (RFC 5737 documentation range) only.
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from minipbx.pbx.auth import RequestAuthenticator
@@ -24,24 +23,13 @@ from minipbx.sip.digest import (
 )
 from minipbx.transport.address import Address
 from minipbx.transport.routing import stamp_request
+from tests.entropy import fake_entropy
 
 SECRET = b"minipbx test secret, 32 bytes!!!"
 PBX = "192.0.2.1"
 PHONE = "192.0.2.10"
 PHONE_SRC = Address("udp", PHONE, 5060)
 PASSWORD = "s3cret-100"
-
-
-def fake_entropy() -> Callable[[int], bytes]:
-    """Deterministic stand-in for secrets.token_bytes."""
-    counter = 0
-
-    def entropy(size: int) -> bytes:
-        nonlocal counter
-        counter += 1
-        return hashlib.sha256(counter.to_bytes(8, "big")).digest()[:size].ljust(size, b"\0")
-
-    return entropy
 
 
 def register_bytes(

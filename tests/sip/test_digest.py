@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-from collections.abc import Callable
 
 import pytest
 from hypothesis import given
@@ -26,22 +25,11 @@ from minipbx.sip.digest import (
     select_challenge,
 )
 from minipbx.sip.errors import ParseError
+from tests.entropy import fake_entropy
 
 SECRET = b"0123456789abcdef0123456789abcdef"
 REALM = "pbx.example.com"
 RURI = "sip:pbx.example.com"
-
-
-def fake_entropy() -> Callable[[int], bytes]:
-    """Deterministic stand-in for secrets.token_bytes."""
-    counter = 0
-
-    def entropy(size: int) -> bytes:
-        nonlocal counter
-        counter += 1
-        return hashlib.sha256(counter.to_bytes(8, "big")).digest()[:size].ljust(size, b"\0")
-
-    return entropy
 
 
 def make_auth(**options: object) -> DigestAuthenticator:
