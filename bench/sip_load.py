@@ -68,6 +68,12 @@ from sipp_kit import (
 )
 
 TARGETS = {"reg_rate": 3000.0, "call_rate": 600.0, "reg_bytes": 2048.0, "call_bytes": 20480.0}
+TARGET_TEXT = {
+    "registrations/s": ">= 3,000",
+    "calls/s": ">= 600",
+    "memory/registration": "< 2 KiB",
+    "memory/call": "< 20 KiB",
+}
 
 
 # --- part 1: registrations ---------------------------------------------------------------------
@@ -464,70 +470,42 @@ def _row(cells: Sequence[str]) -> str:
 def table(results: dict[str, object]) -> list[str]:
     """The final table: each figure beside SIPp-to-SIPp and their ratio."""
     lines = [_row(["figure", "minipbx", "SIPp-SIPp", "ratio", "target", "met"])]
-    reg = results.get("registrations")
-    if isinstance(reg, tuple):
-        pbx, base = reg
-        met = "yes" if pbx.ok and pbx.rate >= TARGETS["reg_rate"] else "no"
-        label = f"registrations/s ({pbx.expected:,}, digest)"
+
+    def add(label: str, ours: float, theirs: float, text: tuple[str, str], met: bool) -> None:
         lines.append(
             _row(
                 [
                     label,
-                    f"{pbx.rate:,.0f}",
-                    f"{base.rate:,.0f}",
-                    _ratio(pbx.rate, base.rate),
-                    ">= 3,000",
-                    met,
+                    text[0],
+                    text[1],
+                    _ratio(ours, theirs),
+                    TARGET_TEXT[label.split(" (")[0]],
+                    "yes" if met else "no",
                 ]
             )
         )
-    calls = results.get("calls")
-    if isinstance(calls, tuple):
-        pbx, base = calls
-        met = "yes" if pbx.ok and pbx.rate >= TARGETS["call_rate"] else "no"
-        label = f"calls/s ({pbx.expected:,}, 407, no hold)"
-        lines.append(
-            _row(
-                [
-                    label,
-                    f"{pbx.rate:,.0f}",
-                    f"{base.rate:,.0f}",
-                    _ratio(pbx.rate, base.rate),
-                    ">= 600",
-                    met,
-                ]
+
+    for key, label, target in (
+        ("registrations", "registrations/s ({:,}, digest)", "reg_rate"),
+        ("calls", "calls/s ({:,}, 407, no hold)", "call_rate"),
+    ):
+        pair = results.get(key)
+        if isinstance(pair, tuple):
+            pbx, base = pair
+            add(
+                label.format(pbx.expected),
+                pbx.rate,
+                base.rate,
+                (f"{pbx.rate:,.0f}", f"{base.rate:,.0f}"),
+                pbx.ok and pbx.rate >= TARGETS[target],
             )
-        )
     mem = results.get("memory")
     if isinstance(mem, Memory):
-        met = "yes" if mem.per_reg < TARGETS["reg_bytes"] else "no"
-        label = f"memory/registration ({mem.regs:,})"
-        lines.append(
-            _row(
-                [
-                    label,
-                    _kib(mem.per_reg),
-                    _kib(mem.sipp_per_reg),
-                    _ratio(mem.per_reg, mem.sipp_per_reg),
-                    "< 2 KiB",
-                    met,
-                ]
-            )
-        )
-        met = "yes" if mem.per_call < TARGETS["call_bytes"] else "no"
-        label = f"memory/call ({mem.calls:,} up)"
-        lines.append(
-            _row(
-                [
-                    label,
-                    _kib(mem.per_call),
-                    _kib(mem.sipp_per_call),
-                    _ratio(mem.per_call, mem.sipp_per_call),
-                    "< 20 KiB",
-                    met,
-                ]
-            )
-        )
+        for label, ours, theirs, target in (
+            (f"memory/registration ({mem.regs:,})", mem.per_reg, mem.sipp_per_reg, "reg_bytes"),
+            (f"memory/call ({mem.calls:,} up)", mem.per_call, mem.sipp_per_call, "call_bytes"),
+        ):
+            add(label, ours, theirs, (_kib(ours), _kib(theirs)), ours < TARGETS[target])
     return lines
 
 
