@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from decimal import Decimal
+
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -24,6 +26,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    Numeric,
     String,
     Text,
     UniqueConstraint,
@@ -48,6 +51,10 @@ DOMAIN_LEN = 255
 EXTENSION_LEN = 64
 NAME_LEN = 255
 EMAIL_LEN = 255
+
+NUMBER_LEN = 64  # phone numbers as dialed or routed
+# Money: 6 decimals cover sub-cent per-second rates; 16 digits in all.
+MONEY = Numeric(16, 6)
 
 # Meta rows: change counters for the memory caches (see minipbx.store.directory).
 USERS_VERSION = "users_version"
@@ -133,4 +140,63 @@ class Registration(Base):
     instance_id: Mapped[str | None] = mapped_column(String(255))  # +sip.instance, RFC 5626
     reg_id: Mapped[int | None] = mapped_column(Integer)  # RFC 5626 4.2
     q: Mapped[float | None] = mapped_column(Double)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Cdr(Base):
+    """One call detail record per call attempt, answered or not, written when it ends.
+
+    ``id`` orders the records as they were committed: CDR shipping (to MySQL) follows it.
+    ``uuid`` names the record everywhere it is copied, so a copy is made exactly once.
+    ``tenant_id`` is not a foreign key: records outlive the tenants and users they name.
+    Times are UTC with microsecond storage (millisecond precision from the PBX clock);
+    ``duration`` is start to end, ``billable_seconds`` answer to end rounded up.
+    """
+
+    __tablename__ = "cdrs"
+    __table_args__ = (
+        Index(None, "end_time"),
+        Index(None, "tenant_id", "end_time"),
+        Index(None, "call_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    uuid: Mapped[str] = mapped_column(String(36), unique=True)
+    call_id: Mapped[str] = mapped_column(String(255))
+    tenant_id: Mapped[int | None] = mapped_column(Integer)
+    tenant: Mapped[str] = mapped_column(String(DOMAIN_LEN), default="")
+    caller_number: Mapped[str] = mapped_column(String(NUMBER_LEN), default="")
+    caller_name: Mapped[str] = mapped_column(String(NAME_LEN), default="")
+    called_number: Mapped[str] = mapped_column(String(NUMBER_LEN), default="")
+    routed_number: Mapped[str] = mapped_column(String(NUMBER_LEN), default="")
+    route_type: Mapped[str] = mapped_column(String(16), default="")
+    trunk: Mapped[str | None] = mapped_column(String(NAME_LEN))
+    start_time: Mapped[datetime] = mapped_column(UTCDateTime)
+    answer_time: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    end_time: Mapped[datetime] = mapped_column(UTCDateTime)
+    duration: Mapped[Decimal] = mapped_column(Numeric(12, 3))
+    billable_seconds: Mapped[int] = mapped_column(Integer, default=0)
+    disposition: Mapped[str] = mapped_column(String(16))
+    sip_status: Mapped[int] = mapped_column(Integer)
+    reason_cause: Mapped[str] = mapped_column(String(255), default="")
+    hangup_by: Mapped[str] = mapped_column(String(16), default="")
+    cost: Mapped[Decimal] = mapped_column(MONEY, default=Decimal(0))
+    currency: Mapped[str] = mapped_column(String(3), default="")
+    source_ip: Mapped[str] = mapped_column(String(64), default="")
+    user_agent: Mapped[str] = mapped_column(String(255), default="")
+
+
+class CdrShipment(Base):
+    """How far CDRs have been copied to one external database (``target``: host/db).
+
+    Every ``cdrs`` row with ``id <= last_id`` is in the target. Advanced in the same step as
+    a batch lands there; a crash in between re-sends the batch, which the target ignores
+    (its ``cdr_uuid`` is unique), so each CDR arrives exactly once.
+    """
+
+    __tablename__ = "cdr_shipments"
+
+    target: Mapped[str] = mapped_column(String(255), primary_key=True)
+    last_id: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    shipped: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
