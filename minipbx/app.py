@@ -26,6 +26,7 @@ from pathlib import Path
 from minipbx.config import Settings
 from minipbx.pbx.auth import RequestAuthenticator
 from minipbx.pbx.call import Call, CallSettings
+from minipbx.pbx.cdr_writer import CdrRecorder, CdrShipper, CdrSpool, CdrWriter
 from minipbx.pbx.core import CoreSettings, PbxCore
 from minipbx.pbx.location import Aor, Binding, MemoryLocation
 from minipbx.pbx.ports import User
@@ -45,6 +46,8 @@ from minipbx.store import (
     StoreError,
     UserDirectory,
 )
+from minipbx.store.cdr_mirror import CdrMirror
+from minipbx.store.cdrs import SqlCdrRepo
 from minipbx.transport.address import Address
 from minipbx.transport.config import TransportConfig
 from minipbx.transport.events import Inbound
@@ -54,6 +57,7 @@ log = logging.getLogger("minipbx")
 
 SAMPLE_EXTENSIONS = ("100", "101", "102")
 KEEPALIVE_INTERVAL = 30.0  # OPTIONS to NATed UDP contacts keep their NAT mapping open
+CDR_SPOOL = "cdr-spool.jsonl"  # CDRs the database refused, imported when it is back
 
 
 class DirectoryUsers:
@@ -128,13 +132,6 @@ class Network:
                 ):
                     return True
         return False
-
-
-class CallLog:
-    """Call listener until call records land: one log line per call is already written."""
-
-    def call_ended(self, call: Call) -> None:
-        """Nothing more to do yet."""
 
 
 @dataclass(slots=True)
@@ -264,6 +261,20 @@ class App:
             self._on_message,
             source_filter=self._source_allowed,
         )
+        self.cdrs = SqlCdrRepo(self.db)
+        # A malformed cdr.mysql_url is a start-up error (StoreError); an unreachable one is not.
+        self.cdr_mirror = CdrMirror(settings.cdr_mysql_url) if settings.cdr_mysql_url else None
+        self.cdr_shipper = (
+            CdrShipper(self.cdrs, self.cdr_mirror, max_retry=settings.cdr_retry_max)
+            if self.cdr_mirror
+            else None
+        )
+        self.cdr_writer = CdrWriter(
+            self.cdrs,
+            CdrSpool(settings.data_dir / CDR_SPOOL),
+            self._records_durable,
+            on_committed=self.cdr_shipper.wake if self.cdr_shipper else lambda: None,
+        )
         self.core: PbxCore | None = None
         self._timer: asyncio.Handle | None = None
         self._timer_when = 0.0
@@ -302,7 +313,7 @@ class App:
         self.core = PbxCore(
             network=network,
             router=LocalRouter(self.users, registrar, time.time),
-            listener=CallLog(),
+            listener=CdrRecorder(self.cdr_writer, self._wall_offset),
             authenticator=authenticator,
             registrar=registrar,
             guard=self.guard,
@@ -310,14 +321,50 @@ class App:
             settings=CoreSettings(calls=CallSettings(ring_timeout=self.settings.ring_timeout)),
             is_self=network.is_self,
         )
+        await self._start_cdrs()
         await self.transports.start()
-        self._tasks = [
+        self._tasks += [
             asyncio.create_task(self.directory.watch(1.0)),
             asyncio.create_task(self._housekeeping()),
             asyncio.create_task(self._keepalives()),
         ]
         _tune_gc()
         log.info("event=started users=%d registrations=%d", len(self.directory), restored)
+
+    async def _start_cdrs(self) -> None:
+        """Import spooled CDRs; check the MySQL mirror (an error is logged, not fatal)."""
+        try:
+            await self.cdr_writer.retry_spool()
+        except StoreError as exc:
+            log.error("event=cdr_spool_not_imported error=%s", exc)
+        if self.cdr_mirror is None or self.cdr_shipper is None:
+            return
+        try:
+            await asyncio.wait_for(self.cdr_mirror.insert([]), 10.0)
+            log.info("event=cdr_mirror_ready target=%s", self.cdr_mirror.display_url)
+        except (StoreError, TimeoutError) as exc:
+            log.error(
+                "event=cdr_mirror_unavailable target=%s error=%s "
+                "(serving calls; CDRs are kept locally and shipped when it is reachable)",
+                self.cdr_mirror.display_url,
+                exc or "timed out",
+            )
+        self._tasks.append(asyncio.create_task(self.cdr_shipper.run()))
+
+    def _wall_offset(self) -> float:
+        """Wall clock minus the loop's monotonic clock (CDR times are wall-clock UTC)."""
+        loop = self._loop
+        return time.time() - (loop.time() if loop is not None else time.monotonic())
+
+    def _records_durable(self, calls: list[Call]) -> None:
+        """The CDR writer made these calls' records durable: release their held answers."""
+        core = self.core
+        if core is None or self._loop is None or not calls:
+            return
+        now = self._loop.time()
+        for call in calls:
+            core.b2bua.recorded(call, now)
+        self._flush()
 
     async def _create_samples(self) -> None:
         """First start with no users: the default tenant and extensions 100-102."""
@@ -337,6 +384,7 @@ class App:
             self._flush()
             if core.b2bua.calls or core.layer.transaction_count:
                 await asyncio.sleep(0.5)  # let BYEs out and their answers in
+        await self.cdr_writer.close()
         if self._timer is not None:
             self._timer.cancel()
         for task in self._tasks:
@@ -346,6 +394,8 @@ class App:
                 await task
         await self.registrations.flush()
         await self.transports.stop()
+        if self.cdr_mirror is not None:
+            await self.cdr_mirror.close()
         await self.db.close()
         log.info("event=stopped")
 
@@ -400,6 +450,13 @@ class App:
                 self.core.registrar.expire(time.time())
                 self.guard.sweep(time.time())
             await self.registrations.flush()
+            await self._retry_cdr_spool()
+
+    async def _retry_cdr_spool(self) -> None:
+        try:
+            await self.cdr_writer.retry_spool()
+        except StoreError as exc:
+            log.debug("event=cdr_spool_retry_failed error=%s", exc)
 
     async def _keepalives(self) -> None:
         """OPTIONS to NATed UDP contacts so their NAT mappings stay open."""

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,14 @@ class CliError(Exception):
 def _settings(args: argparse.Namespace) -> Settings:
     flags = {
         name: getattr(args, name, None)
-        for name in ("data_dir", "bind", "sip_port", "http_port", "database_url")
+        for name in (
+            "data_dir",
+            "bind",
+            "sip_port",
+            "http_port",
+            "database_url",
+            "cdr_mysql_url",
+        )
     }
     return load(args.config, flags=flags)
 
@@ -130,6 +138,42 @@ def _db_upgrade(args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
+def _parse_time(text: str | None, flag: str) -> datetime | None:
+    """An ISO 8601 date or date-time; without an offset it is UTC."""
+    if text is None:
+        return None
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise CliError(
+            f"{flag}: not an ISO 8601 time: {text!r} (e.g. 2026-11-26 or 2026-11-26T08:00+01:00)"
+        ) from None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _cdr_export(args: argparse.Namespace) -> int:
+    since = _parse_time(args.since, "--since")
+    until = _parse_time(args.until, "--until")
+    if since and until and since >= until:
+        raise CliError("--since must be before --until")
+
+    async def run() -> int:
+        from minipbx.store import Database
+        from minipbx.store.cdrs import SqlCdrRepo
+        from minipbx.store.cdrs_export import write_cdrs
+
+        db = Database(_settings(args).db_url)
+        try:
+            await db.upgrade()
+            count = await write_cdrs(SqlCdrRepo(db), sys.stdout, args.format, since, until)
+        finally:
+            await db.close()
+        print(f"exported {count} call record(s)", file=sys.stderr)
+        return 0
+
+    return asyncio.run(run())
+
+
 def _run(args: argparse.Namespace) -> int:
     from minipbx.app import run_server
 
@@ -172,6 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--bind", help="address to listen on (default 0.0.0.0)")
     run.add_argument("--sip-port", type=int, help="SIP UDP/TCP port (default 5060)")
     run.add_argument("--http-port", type=int, help="web console port (default 8080)")
+    run.add_argument(
+        "--cdr-mysql-url", help="also write every CDR to table cdr of this MySQL/MariaDB database"
+    )
     run.set_defaults(func=_run)
 
     user = sub.add_parser("user", help="manage users (extensions)")
@@ -203,6 +250,15 @@ def build_parser() -> argparse.ArgumentParser:
     upgrade = dbs.add_parser("upgrade", help="run the database migrations")
     _common(upgrade)
     upgrade.set_defaults(func=_db_upgrade)
+
+    cdr = sub.add_parser("cdr", help="call detail records")
+    cdrs = cdr.add_subparsers(dest="cdr_command", required=True, metavar="ACTION")
+    export = cdrs.add_parser("export", help="print CDRs that ended in a time range")
+    export.add_argument("--since", help="from this UTC time on (ISO 8601, inclusive)")
+    export.add_argument("--until", help="before this UTC time (ISO 8601, exclusive)")
+    export.add_argument("--format", choices=("csv", "json"), default="csv")
+    _common(export)
+    export.set_defaults(func=_cdr_export)
 
     check = sub.add_parser("sip-check", help="parse SIP messages from files and report")
     check.add_argument("files", nargs="+", help="files holding one SIP message each")

@@ -42,6 +42,9 @@ class Settings:
     """SQLAlchemy URL; default ``sqlite+aiosqlite:///<data_dir>/minipbx.db``."""
     cdr_mysql_url: str | None = None
     """When set, every call record is also written to this MySQL/MariaDB database."""
+    cdr_retry_max: float = 30.0
+    """Longest wait (seconds) between tries to reach ``cdr_mysql_url`` while it fails; the
+    waits double from 1 s up to this."""
     trusted_networks: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
     """Sources never rate-limited or banned (still authenticated)."""
     digest_algorithms: tuple[str, ...] = ("MD5",)
@@ -73,6 +76,7 @@ _TOML_KEYS = {
     ("tls", "key"): "tls_key",
     ("database", "url"): "database_url",
     ("cdr", "mysql_url"): "cdr_mysql_url",
+    ("cdr", "retry_max"): "cdr_retry_max",
     ("security", "trusted_networks"): "trusted_networks",
     ("security", "digest_algorithms"): "digest_algorithms",
     ("registrar", "min_expires"): "min_expires",
@@ -182,6 +186,10 @@ def validate(settings: Settings) -> None:
         raise ConfigError("registrar expires: need 1 <= min_expires <= max_expires")
     if settings.ring_timeout <= 0:
         raise ConfigError("ring_timeout must be positive")
+    if not 1 <= settings.cdr_retry_max <= 3600:
+        raise ConfigError(
+            f"cdr retry_max must be 1 to 3600 seconds, not {settings.cdr_retry_max!r}"
+        )
     if settings.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(
             f"log_level must be DEBUG, INFO, WARNING or ERROR, not {settings.log_level!r}"

@@ -56,6 +56,11 @@ _COPIED = ("Allow", "Reason", "Warning")
 _TARGET_REFRESH = frozenset({"INVITE", "UPDATE"})
 
 
+def _reason_of(request: Request) -> str:
+    """The Reason header(s) of a BYE or CANCEL (RFC 3326), for the call record."""
+    return ", ".join(request.headers.get_all("Reason"))[:255]
+
+
 def _copied(message: Request | Response) -> list[tuple[str, str]]:
     return [(name, value) for name in _COPIED for value in message.headers.get_all(name)]
 
@@ -128,7 +133,7 @@ class B2BUA:
         )
         self.layer.send_response(server, invite.response(100), now)
         route = self.router.route(call)
-        call.callee = route.callee
+        call.callee, call.route_kind, call.trunk = route.callee, route.kind, route.trunk
         if not route.targets:
             self._fail(call, route.status or 404, now, route.reason)
             call.hangup_by = "system"
@@ -140,7 +145,7 @@ class B2BUA:
                 call.disposition.value if call.disposition else "",
                 call.final_status,
             )
-            self.listener.call_ended(call)
+            self.listener.call_ended(call)  # nothing to hold: the failure already went out
             return call
         self.calls[call.id] = call
         self._by_invite[server] = call
@@ -350,7 +355,9 @@ class B2BUA:
 
     # -- requests from either side ---------------------------------------------------------
 
-    def on_cancel(self, invite_tx: ServerTransaction, now: float) -> bool:
+    def on_cancel(
+        self, invite_tx: ServerTransaction, now: float, cancel: Request | None = None
+    ) -> bool:
         """The caller cancelled its INVITE (the core already answered the CANCEL 200).
 
         Returns False when no call belongs to that INVITE.
@@ -358,6 +365,8 @@ class B2BUA:
         call = self._by_invite.get(invite_tx)
         if call is None:
             return False
+        if cancel is not None:
+            call.reason = call.reason or _reason_of(cancel)
         if call.state in (CallState.ROUTING, CallState.EARLY) and call.winner is None:
             for leg in call.legs:
                 self._cancel_leg(leg, now)
@@ -400,7 +409,8 @@ class B2BUA:
             return True
         method = request.method
         if method == "BYE":
-            self._respond(tx, request.response(200), now)
+            call.held = (tx, request.response(200))  # sent by _end or recorded()
+            call.reason = call.reason or _reason_of(request)
             self._hangup_other(call, from_leg, now, request)
             self._end(call, now, "caller" if from_leg is None else "callee")
             return True
@@ -552,7 +562,14 @@ class B2BUA:
             call.hangup_by,
             call.duration,
         )
-        self.listener.call_ended(call)
+        if not self.listener.call_ended(call):
+            self.recorded(call, now)
+
+    def recorded(self, call: Call, now: float) -> None:
+        """The listener made the call's record durable: send the held answer (if any)."""
+        held, call.held = call.held, None
+        if held is not None:
+            self._respond(held[0], held[1], now)
 
     def _respond(self, tx: ServerTransaction, response: Response, now: float) -> None:
         try:

@@ -15,7 +15,7 @@ from typing import Protocol
 
 from minipbx.sip.dialog import Dialog
 from minipbx.sip.headers import NameAddr, Via
-from minipbx.sip.message import Request
+from minipbx.sip.message import Request, Response
 from minipbx.sip.transaction import ClientTransaction, ServerTransaction
 from minipbx.sip.uri import Uri
 from minipbx.transport.address import Address
@@ -57,6 +57,8 @@ class Route:
     status: int = 0
     reason: str | None = None
     callee: str = ""  # the called number as routed, for records
+    kind: str = "local"  # route type for records: local, trunk, service
+    trunk: str | None = None  # the trunk's name when kind is "trunk"
 
 
 class Router(Protocol):
@@ -68,7 +70,12 @@ class Router(Protocol):
 class CallListener(Protocol):
     """Hears calls end (call records, billing)."""
 
-    def call_ended(self, call: Call) -> None: ...
+    def call_ended(self, call: Call) -> bool:
+        """``call`` ended (its fields are final). Return True to hold the answer to the
+        request that hung it up (the 200 to a BYE) until the listener calls
+        ``B2BUA.recorded(call, now)``: a durable record is then in place before the phone
+        learns the call is over. Return False to let the answer go at once."""
+        ...
 
 
 class Network(Protocol):
@@ -116,11 +123,15 @@ class Call:
     disposition: Disposition | None = None
     final_status: int = 0
     hangup_by: str = ""  # "caller", "callee", "system"
-    reason: str = ""
+    reason: str = ""  # Reason header of the BYE/CANCEL (RFC 3326), or the PBX's own cause
     callee: str = ""
+    route_kind: str = ""
+    trunk: str | None = None
     ring_deadline: float = 0.0
     probe_due: float = 0.0  # next in-dialog OPTIONS to both legs (dead-peer detection)
     reinviting: bool = False  # a relayed re-INVITE awaits its final response
+    # The answer to the hang-up request, held until the call's record is durable.
+    held: tuple[ServerTransaction, Response] | None = None
 
     @property
     def due(self) -> float:

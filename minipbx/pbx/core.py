@@ -248,7 +248,7 @@ class PbxCore:
             self._reply(tx, request, 481, now)  # RFC 3261 9.2
             return
         self._reply(tx, request, 200, now)
-        if not invite_tx.final_sent and not self.b2bua.on_cancel(invite_tx, now):
+        if not invite_tx.final_sent and not self.b2bua.on_cancel(invite_tx, now, request):
             invite = invite_tx.request
             self.layer.send_response(invite_tx, invite.response(487, to_tag=_tag()), now)
 

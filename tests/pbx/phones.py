@@ -72,9 +72,11 @@ class TestNetwork:
 @dataclass
 class Ended:
     calls: list[Call] = field(default_factory=list)
+    hold: bool = False  # True: hold hang-up answers until the test calls B2BUA.recorded
 
-    def call_ended(self, call: Call) -> None:
+    def call_ended(self, call: Call) -> bool:
         self.calls.append(call)
+        return self.hold
 
 
 class Phone:

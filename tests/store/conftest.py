@@ -7,6 +7,7 @@ import os
 import socket
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -63,20 +64,36 @@ async def server_db(request: pytest.FixtureRequest) -> AsyncIterator[Database]:
     """
     backend = request.param
     url, module = (POSTGRES_URL, "asyncpg") if backend == "postgresql" else (MYSQL_URL, "asyncmy")
+    async with scratch_database(url, module) as scratch:
+        database = Database(scratch)
+        try:
+            yield database
+        finally:
+            await database.close()
+
+
+@pytest.fixture
+async def mysql_scratch_url() -> AsyncIterator[str]:
+    """The URL of a fresh, empty database on the MariaDB server (else skip)."""
+    async with scratch_database(MYSQL_URL, "asyncmy") as scratch:
+        yield scratch
+
+
+@asynccontextmanager
+async def scratch_database(url: str, module: str) -> AsyncIterator[str]:
+    """Create a uniquely named database on ``url``'s server; drop it afterwards."""
     if importlib.util.find_spec(module) is None:
         pytest.skip(f"{module} is not installed")
     if not _reachable(url):
-        pytest.skip(f"no {backend} server at {make_url(url).render_as_string()}")
+        pytest.skip(f"no database server at {make_url(url).render_as_string()}")
     name = f"minipbx_test_{uuid.uuid4().hex[:12]}"
     admin = create_async_engine(url, isolation_level="AUTOCOMMIT")
     try:
         async with admin.connect() as conn:
             await conn.exec_driver_sql(f"CREATE DATABASE {name}")
-        database = Database(make_url(url).set(database=name))
         try:
-            yield database
+            yield make_url(url).set(database=name).render_as_string(hide_password=False)
         finally:
-            await database.close()
             async with admin.connect() as conn:
                 await conn.exec_driver_sql(f"DROP DATABASE {name}")
     finally:

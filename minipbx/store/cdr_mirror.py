@@ -1,0 +1,148 @@
+"""The MySQL/MariaDB copy of the call detail records (``cdr.mysql_url``).
+
+External billing and reporting tools read table ``cdr`` there; its schema is documented in
+``docs/cdr.md`` and created here when missing (it is not managed by the PBX's migrations:
+the database belongs to the operator). Each CDR is inserted with its ``cdr_uuid``; the
+column is unique and a known uuid is ignored, so re-sending a batch after a crash or a lost
+acknowledgement never makes a second row (exactly once). Times are UTC, ``DATETIME(3)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Table,
+)
+from sqlalchemy.dialects import mysql
+from sqlalchemy.dialects.mysql import insert as mysql_insert
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from minipbx.store.cdrs import CdrRecord
+from minipbx.store.db import _is_database_error, describe_error, parse_url
+from minipbx.store.errors import StoreError
+
+MIRROR_TABLE = "cdr"
+
+_metadata = MetaData()
+_DT = mysql.DATETIME(fsp=3)
+
+#: The external ``cdr`` table (docs/cdr.md). ``id`` orders rows as they arrived.
+cdr_table = Table(
+    MIRROR_TABLE,
+    _metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("cdr_uuid", String(36), nullable=False, unique=True),
+    Column("call_id", String(255), nullable=False),
+    Column("tenant_id", Integer, nullable=True),
+    Column("tenant", String(255), nullable=False),
+    Column("caller_number", String(64), nullable=False),
+    Column("caller_name", String(255), nullable=False),
+    Column("called_number", String(64), nullable=False),
+    Column("routed_number", String(64), nullable=False),
+    Column("route_type", String(16), nullable=False),
+    Column("trunk", String(255), nullable=True),
+    Column("start_time", _DT, nullable=False),
+    Column("answer_time", _DT, nullable=True),
+    Column("end_time", _DT, nullable=False),
+    Column("duration", Numeric(12, 3), nullable=False),
+    Column("billable_seconds", Integer, nullable=False),
+    Column("disposition", String(16), nullable=False),
+    Column("sip_status", Integer, nullable=False),
+    Column("reason_cause", String(255), nullable=False),
+    Column("hangup_by", String(16), nullable=False),
+    Column("cost", Numeric(16, 6), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("source_ip", String(64), nullable=False),
+    Column("user_agent", String(255), nullable=False),
+    Index("ix_cdr_end_time", "end_time"),
+    Index("ix_cdr_tenant_end_time", "tenant", "end_time"),
+    mysql_charset="utf8mb4",
+    mysql_engine="InnoDB",
+)
+
+
+def mirror_url(url: str) -> URL:
+    """Check a ``cdr.mysql_url``: a valid MySQL/MariaDB URL (StoreError otherwise)."""
+    try:
+        parsed = parse_url(url)
+    except StoreError as exc:  # name this setting, not the PBX's own database URL
+        reason = str(exc).removeprefix("bad database URL: ")
+        if reason.startswith("cannot parse it"):
+            reason = "cannot parse it"
+        if "(" not in reason:
+            reason += " (e.g. mysql+asyncmy://user:pw@host/db)"
+        raise StoreError(f"bad cdr.mysql_url: {reason}") from None
+    if parsed.get_backend_name() not in ("mysql", "mariadb"):
+        raise StoreError(
+            "bad cdr.mysql_url: CDR mirroring writes to MySQL or MariaDB "
+            "(e.g. mysql+asyncmy://user:pw@host/db)"
+        )
+    return parsed
+
+
+def _row(record: CdrRecord) -> dict[str, Any]:
+    values = record.values()
+    values["cdr_uuid"] = values.pop("uuid")
+    for name in ("start_time", "answer_time", "end_time"):
+        value = values[name]
+        if value is not None:  # naive UTC, as the column holds it
+            values[name] = value.replace(tzinfo=None)
+    return values
+
+
+class CdrMirror:
+    """Writes CDRs to table ``cdr`` of a MySQL/MariaDB database."""
+
+    def __init__(self, url: str, *, connect_timeout: float = 5.0) -> None:
+        """Check ``url`` (StoreError when malformed); no connection yet."""
+        self.url = mirror_url(url)
+        self.display_url = self.url.render_as_string(hide_password=True)
+        #: Names this target in the shipping cursor: host, port and database, no user.
+        where = f"mysql://{self.url.host or ''}:{self.url.port or 3306}/{self.url.database}"
+        self.target = where if len(where) <= 200 else hashlib.sha256(where.encode()).hexdigest()
+        self._engine: AsyncEngine = create_async_engine(
+            self.url,
+            pool_size=1,
+            max_overflow=0,
+            pool_pre_ping=True,
+            pool_recycle=3600,
+            connect_args={"connect_timeout": connect_timeout},
+        )
+        self._table_ready = False
+
+    async def insert(self, records: Sequence[CdrRecord]) -> None:
+        """Insert ``records`` in one transaction; records whose uuid is there are skipped.
+
+        Creates table ``cdr`` first if it does not exist. Raises :class:`StoreError` with a
+        one-line reason when the server cannot be reached or refuses.
+        """
+        try:
+            async with self._engine.begin() as conn:
+                if not self._table_ready:
+                    await conn.run_sync(_metadata.create_all, checkfirst=True)
+                    self._table_ready = True
+                if records:
+                    stmt = mysql_insert(cdr_table)
+                    stmt = stmt.on_duplicate_key_update(cdr_uuid=stmt.inserted.cdr_uuid)
+                    await conn.execute(stmt, [_row(r) for r in records])
+        except Exception as exc:
+            if not _is_database_error(exc):
+                raise
+            self._table_ready = False
+            reason = describe_error(exc)
+            raise StoreError(f"CDR copy to {self.display_url} failed: {reason}") from exc
+
+    async def close(self) -> None:
+        """Close the connection pool."""
+        await self._engine.dispose()

@@ -1,0 +1,211 @@
+"""Call detail records: the record, the local repository and the shipping cursor.
+
+A :class:`CdrRecord` is written once, when its call ends, by :meth:`SqlCdrRepo.add_many`
+(one transaction for a batch: the CDR writer commits records in groups). Records are read
+back in commit order (``id``) for shipping (:meth:`SqlCdrRepo.after`) and by time for
+exports and reports (:meth:`SqlCdrRepo.between`). The MySQL copy lives in
+:mod:`minipbx.store.cdr_mirror`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Protocol
+
+from sqlalchemy import func, insert, select, update
+
+from minipbx.store.coltypes import utcnow
+from minipbx.store.db import Database
+from minipbx.store.models import Cdr, CdrShipment
+from minipbx.store.registrations import CHUNK
+
+
+@dataclass(frozen=True, slots=True)
+class CdrRecord:
+    """One call attempt as billing and reports see it (columns of ``cdrs`` and MySQL ``cdr``).
+
+    Times are aware UTC datetimes. ``duration``: seconds from start to end (3 decimals);
+    ``billable_seconds``: answer to end, rounded up to whole seconds (0 when unanswered).
+    ``id`` is the local row id, set on records read back from the database.
+    """
+
+    uuid: str
+    call_id: str
+    tenant_id: int | None
+    tenant: str
+    caller_number: str
+    caller_name: str
+    called_number: str
+    routed_number: str
+    route_type: str
+    trunk: str | None
+    start_time: datetime
+    answer_time: datetime | None
+    end_time: datetime
+    duration: Decimal
+    billable_seconds: int
+    disposition: str
+    sip_status: int
+    reason_cause: str
+    hangup_by: str
+    cost: Decimal
+    currency: str
+    source_ip: str
+    user_agent: str
+    id: int | None = None
+
+    def values(self) -> dict[str, Any]:
+        """The columns to insert (everything but ``id``)."""
+        return {name: getattr(self, name) for name in CDR_FIELDS}
+
+
+#: Field (column) names of a CDR in their documented order, without the local ``id``.
+CDR_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(CdrRecord) if f.name != "id")
+
+#: Longest value of each bounded text column (longer values are cut when a record is built).
+CDR_LIMITS: dict[str, int] = {
+    name: int(length)
+    for name, column in Cdr.__table__.columns.items()
+    if name in CDR_FIELDS and (length := getattr(column.type, "length", None))
+}
+
+
+def cdr_record(row: Cdr) -> CdrRecord:
+    """The record of a ``cdrs`` row."""
+    values = {name: getattr(row, name) for name in CDR_FIELDS}
+    values["duration"] = Decimal(values["duration"]).quantize(Decimal("0.001"))
+    return CdrRecord(id=row.id, **values)
+
+
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    """CDRs not yet in a shipping target: how many, and when the oldest of them ended."""
+
+    count: int
+    oldest_end: datetime | None
+
+
+class CdrRepo(Protocol):
+    """What the CDR writer and shipper need from the local database."""
+
+    async def add_many(self, records: Sequence[CdrRecord], *, skip_known: bool = False) -> int:
+        """Insert ``records`` in one transaction; returns how many were inserted."""
+        ...
+
+    async def after(self, last_id: int, limit: int) -> list[CdrRecord]:
+        """Up to ``limit`` records with ``id > last_id``, in ``id`` order."""
+        ...
+
+    async def shipped_upto(self, target: str) -> int:
+        """The id up to which every record is in ``target`` (0: none)."""
+        ...
+
+    async def mark_shipped(self, target: str, last_id: int, count: int) -> None:
+        """Record that every record up to ``last_id`` (``count`` more) is in ``target``."""
+        ...
+
+    async def backlog(self, target: str) -> Backlog:
+        """Records not yet in ``target``."""
+        ...
+
+
+class SqlCdrRepo:
+    """:class:`CdrRepo` (and exports) on a SQL database."""
+
+    def __init__(self, db: Database) -> None:
+        """Use ``db`` for every call."""
+        self._db = db
+
+    async def add_many(self, records: Sequence[CdrRecord], *, skip_known: bool = False) -> int:
+        """Insert ``records`` in one transaction, in the given order.
+
+        ``skip_known``: leave out records whose ``uuid`` is already stored (re-importing a
+        spool file after a crash); otherwise a known uuid is a :class:`ConflictError`.
+        """
+        if not records:
+            return 0
+        async with self._db.write("save call records") as session:
+            rows = list(records)
+            if skip_known:
+                known: set[str] = set()
+                for start in range(0, len(rows), CHUNK):
+                    uuids = [r.uuid for r in rows[start : start + CHUNK]]
+                    known.update(await session.scalars(select(Cdr.uuid).where(Cdr.uuid.in_(uuids))))
+                rows = [r for r in rows if r.uuid not in known]
+            if rows:
+                await session.execute(insert(Cdr), [r.values() for r in rows])
+            return len(rows)
+
+    async def after(self, last_id: int, limit: int) -> list[CdrRecord]:
+        """Up to ``limit`` records with ``id > last_id``, in ``id`` (commit) order."""
+        async with self._db.read("read call records") as session:
+            stmt = select(Cdr).where(Cdr.id > last_id).order_by(Cdr.id).limit(limit)
+            return [cdr_record(row) for row in await session.scalars(stmt)]
+
+    async def between(
+        self,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        *,
+        tenant_id: int | None = None,
+        after_id: int = 0,
+        limit: int = 1000,
+    ) -> list[CdrRecord]:
+        """Records that ended in ``[since, until)``, oldest first; page with ``after_id``."""
+        async with self._db.read("read call records") as session:
+            stmt = select(Cdr).where(Cdr.id > after_id)
+            if since is not None:
+                stmt = stmt.where(Cdr.end_time >= since)
+            if until is not None:
+                stmt = stmt.where(Cdr.end_time < until)
+            if tenant_id is not None:
+                stmt = stmt.where(Cdr.tenant_id == tenant_id)
+            stmt = stmt.order_by(Cdr.id).limit(limit)
+            return [cdr_record(row) for row in await session.scalars(stmt)]
+
+    async def count(self) -> int:
+        """How many records are stored."""
+        async with self._db.read("count call records") as session:
+            return int(await session.scalar(select(func.count()).select_from(Cdr)) or 0)
+
+    async def shipped_upto(self, target: str) -> int:
+        """The id up to which every record is in ``target`` (0: none)."""
+        async with self._db.read("read CDR shipping state") as session:
+            value = await session.scalar(
+                select(CdrShipment.last_id).where(CdrShipment.target == target)
+            )
+            return int(value or 0)
+
+    async def mark_shipped(self, target: str, last_id: int, count: int) -> None:
+        """Advance the cursor of ``target`` to ``last_id`` (never backwards)."""
+        async with self._db.write("save CDR shipping state") as session:
+            result = await session.execute(
+                update(CdrShipment)
+                .where(CdrShipment.target == target, CdrShipment.last_id < last_id)
+                .values(last_id=last_id, shipped=CdrShipment.shipped + count, updated_at=utcnow())
+            )
+            if getattr(result, "rowcount", 0) == 0:
+                exists = await session.scalar(
+                    select(CdrShipment.last_id).where(CdrShipment.target == target)
+                )
+                if exists is None:
+                    session.add(
+                        CdrShipment(
+                            target=target, last_id=last_id, shipped=count, updated_at=utcnow()
+                        )
+                    )
+
+    async def backlog(self, target: str) -> Backlog:
+        """Records not yet in ``target``: count and the end time of the oldest."""
+        last = await self.shipped_upto(target)
+        async with self._db.read("read CDR backlog") as session:
+            count, oldest_id = (
+                await session.execute(select(func.count(), func.min(Cdr.id)).where(Cdr.id > last))
+            ).one()
+            oldest = None
+            if oldest_id is not None:
+                oldest = await session.scalar(select(Cdr.end_time).where(Cdr.id == oldest_id))
+            return Backlog(int(count or 0), oldest)
