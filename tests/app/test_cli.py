@@ -101,3 +101,62 @@ def test_sip_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "sip-check", str(good), str(bad))
     assert code == 1
     assert "ok.sip: ok" in out and "bad.sip: invalid (answer 505)" in out
+
+
+def test_cdr_export(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import asyncio
+    import json
+
+    from minipbx.store import Database, default_url
+    from minipbx.store.cdrs import SqlCdrRepo
+    from tests.store.test_cdrs import make_cdr
+
+    data = tmp_path / "data"
+
+    async def fill() -> None:
+        db = Database(default_url(data))
+        await db.upgrade()
+        await SqlCdrRepo(db).add_many([make_cdr(n) for n in range(3)])
+        await db.close()
+
+    asyncio.run(fill())
+    code, out, err = run(capsys, "cdr", "export", "--data-dir", str(data))
+    assert code == 0 and out.count("\n") == 4 and "exported 3" in err
+    code, out, _ = run(
+        capsys,
+        "cdr",
+        "export",
+        "--format",
+        "json",
+        "--since",
+        "2030-05-01T12:01:00",  # no offset: UTC
+        "--until",
+        "2030-05-01T13:02:00+01:00",
+        "--data-dir",
+        str(data),
+    )
+    assert code == 0 and [r["call_id"] for r in json.loads(out)] == ["call-1@127.0.0.1"]
+    code, _, err = run(capsys, "cdr", "export", "--since", "yesterday", "--data-dir", str(data))
+    assert code == 1 and "--since" in err and err.count("\n") == 1
+    code, _, err = run(
+        capsys,
+        "cdr",
+        "export",
+        "--since",
+        "2030-01-02",
+        "--until",
+        "2030-01-01",
+        "--data-dir",
+        str(data),
+    )
+    assert code == 1 and "before" in err
+
+
+def test_bad_cdr_mysql_url_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = str(tmp_path / "data")
+    for url in ("postgresql://u@127.0.0.1/db", "::nonsense::"):
+        code, _, err = run(
+            capsys, "run", "--data-dir", data, "--sip-port", "0", "--cdr-mysql-url", url
+        )
+        assert code == 1 and err.startswith("minipbx: ") and err.count("\n") == 1
+        assert "URL" in err or "url" in err
