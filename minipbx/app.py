@@ -261,7 +261,7 @@ class App:
             self._on_message,
             source_filter=self._source_allowed,
         )
-        self.cdrs = SqlCdrRepo(self.db)
+        self.cdrs = SqlCdrRepo(self.db, threaded_sqlite=True)
         # A malformed cdr.mysql_url is a start-up error (StoreError); an unreachable one is not.
         self.cdr_mirror = CdrMirror(settings.cdr_mysql_url) if settings.cdr_mysql_url else None
         self.cdr_shipper = (
@@ -396,6 +396,7 @@ class App:
         await self.transports.stop()
         if self.cdr_mirror is not None:
             await self.cdr_mirror.close()
+        self.cdrs.close()
         await self.db.close()
         log.info("event=stopped")
 

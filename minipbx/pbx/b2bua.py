@@ -130,6 +130,7 @@ class B2BUA:
             started=now,
             to_tag=to_tag,
             ring_deadline=now + self.settings.ring_timeout,
+            user_agent=invite.headers.get("User-Agent") or "",
         )
         self.layer.send_response(server, invite.response(100), now)
         route = self.router.route(call)

@@ -127,6 +127,7 @@ class Call:
     callee: str = ""
     route_kind: str = ""
     trunk: str | None = None
+    user_agent: str = ""  # the caller's, for records (``invite`` is cut down once answered)
     ring_deadline: float = 0.0
     probe_due: float = 0.0  # next in-dialog OPTIONS to both legs (dead-peer detection)
     reinviting: bool = False  # a relayed re-INVITE awaits its final response

@@ -44,7 +44,6 @@ def record_of(call: Call, wall_offset: float, uuid: str) -> CdrRecord:
         Disposition.ANSWERED if answered is not None else Disposition.FAILED
     )
     status = call.final_status or (200 if answered is not None else 0)
-    user_agent = invite.headers.get("User-Agent") or ""
     return CdrRecord(
         uuid=uuid,
         call_id=_cut("call_id", invite.call_id),
@@ -68,5 +67,5 @@ def record_of(call: Call, wall_offset: float, uuid: str) -> CdrRecord:
         cost=Decimal(0),
         currency="",
         source_ip=_cut("source_ip", call.source.host),
-        user_agent=_cut("user_agent", user_agent),
+        user_agent=_cut("user_agent", call.user_agent),
     )

@@ -253,10 +253,13 @@ class CdrShipper:
         min_retry: float = 1.0,
         max_retry: float = 30.0,
         report_every: float = 30.0,
+        linger: float = 0.5,
         clock: Callable[[], float] = time.time,
     ) -> None:
         """``batch``: records per transaction; retries back off from ``min_retry`` to
-        ``max_retry`` seconds; the backlog is logged every ``report_every`` seconds."""
+        ``max_retry`` seconds; the backlog is logged every ``report_every`` seconds.
+        ``linger``: after new records are announced, wait this long so that one batch
+        carries many records (three transactions per batch, whatever its size)."""
         self._repo = repo
         self._sink = sink
         self._batch = batch
@@ -264,6 +267,7 @@ class CdrShipper:
         self._max_retry = max_retry
         self._report_every = report_every
         self._clock = clock
+        self._linger = linger
         self._wake = asyncio.Event()
         self._cursor: int | None = None
         self.shipped = 0
@@ -313,6 +317,8 @@ class CdrShipper:
                 self.failing_since, self.last_error = None, ""
             delay = self._min_retry
             await self._sleep(self._report_every, wake=True)
+            if self._linger:
+                await asyncio.sleep(self._linger)
 
     async def _failed(self, exc: StoreError) -> None:
         now = self._clock()

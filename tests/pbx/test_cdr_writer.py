@@ -132,7 +132,7 @@ async def test_shipper_delivers_in_order_exactly_once_through_failures(
 ) -> None:
     await repo.add_many([make_cdr(n) for n in range(7)])
     sink = Sink()
-    shipper = CdrShipper(repo, sink, batch=3, min_retry=0.001, max_retry=0.002)
+    shipper = CdrShipper(repo, sink, batch=3, min_retry=0.001, max_retry=0.002, linger=0)
     sink.fail_before = 2
     sink.fail_after = 1
     task = asyncio.create_task(shipper.run())

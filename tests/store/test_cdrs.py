@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -54,9 +55,12 @@ def make_cdr(n: int, *, answered: bool = True, end: datetime | None = None) -> C
     )
 
 
-@pytest.fixture
-def repo(db: Database) -> SqlCdrRepo:
-    return SqlCdrRepo(db)
+@pytest.fixture(params=[False, True], ids=["engine", "thread"])
+def repo(db: Database, request: pytest.FixtureRequest) -> Iterator[SqlCdrRepo]:
+    """The repository, writing through the async engine or the SQLite writer thread."""
+    cdrs = SqlCdrRepo(db, threaded_sqlite=request.param)
+    yield cdrs
+    cdrs.close()
 
 
 async def test_add_and_read_back_in_commit_order(repo: SqlCdrRepo) -> None:
