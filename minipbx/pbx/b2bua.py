@@ -18,7 +18,7 @@ from __future__ import annotations
 import heapq
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from minipbx.pbx.call import (
@@ -135,6 +135,7 @@ class B2BUA:
         self.layer.send_response(server, invite.response(100), now)
         route = self.router.route(call)
         call.callee, call.route_kind, call.trunk = route.callee, route.kind, route.trunk
+        call.max_seconds = route.max_seconds
         if not route.targets:
             self._fail(call, route.status or 404, now, route.reason)
             call.hangup_by = "system"
@@ -495,14 +496,21 @@ class B2BUA:
 
     # -- ending calls ----------------------------------------------------------------------
 
-    def hangup(self, call: Call, now: float, reason: str) -> None:
-        """End a call from the PBX side (limits, admin action, shutdown, dead peer)."""
+    def hangup(
+        self, call: Call, now: float, reason: str, headers: Sequence[tuple[str, str]] = ()
+    ) -> None:
+        """End a call from the PBX side (limits, admin action, shutdown, dead peer).
+
+        ``headers`` go on both BYEs (a Reason header, RFC 3326).
+        """
         if call.state is CallState.ENDED:
             return
         if call.state is CallState.ANSWERED:
-            self._hangup_other(call, None, now, None)
+            leg = call.winner
+            if leg is not None and leg.dialog is not None:
+                self._bye(leg.dialog, leg.target.destination, now, call, extra=headers)
             if call.a_dialog is not None:
-                self._bye(call.a_dialog, call.source, now, call)
+                self._bye(call.a_dialog, call.source, now, call, extra=headers)
         else:
             for leg in call.legs:
                 self._cancel_leg(leg, now)
@@ -528,8 +536,9 @@ class B2BUA:
         now: float,
         call: Call,
         cause: Request | None = None,
+        extra: Sequence[tuple[str, str]] = (),
     ) -> None:
-        headers = _copied(cause) if cause is not None else []
+        headers = [*(_copied(cause) if cause is not None else []), *extra]
         try:
             bye = dialog.create_request(
                 "BYE", via=self.network.via(dest, make_branch(self._entropy)), headers=headers
@@ -589,9 +598,15 @@ class B2BUA:
             if call is None or call.due != due:
                 continue  # ended, or rescheduled: a stale entry
             if call.state is CallState.ANSWERED:
-                call.probe_due = now + self.settings.probe_interval
+                limit = call.limit_at
+                if limit is not None and limit <= now:
+                    call.reason = "max_duration"
+                    self.hangup(call, now, "max_duration", [("Reason", LIMIT_REASON)])
+                    continue
+                if call.probe_due <= now:
+                    call.probe_due = now + self.settings.probe_interval
+                    self._probe(call, now)
                 heapq.heappush(timers, (call.due, call.id))
-                self._probe(call, now)
             else:
                 call.disposition = Disposition.NO_ANSWER
                 self.hangup(call, now, "no_answer")
@@ -621,5 +636,9 @@ class B2BUA:
             heapq.heappop(timers)
         return None
 
+
+# RFC 3326 Reason of the BYEs that end a call at its duration limit (Q.850 16: normal
+# clearing; the text says why).
+LIMIT_REASON = 'Q.850;cause=16;text="Call duration limit reached"'
 
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, MESSAGE, REFER, NOTIFY, SUBSCRIBE"

@@ -58,6 +58,7 @@ class Route:
     reason: str | None = None
     callee: str = ""  # the called number as routed, for records
     kind: str = "local"  # route type for records: local, trunk, service
+    max_seconds: float | None = None  # answered calls are cut after this long
     trunk: str | None = None  # the trunk's name when kind is "trunk"
 
 
@@ -130,14 +131,25 @@ class Call:
     user_agent: str = ""  # the caller's, for records (``invite`` is cut down once answered)
     ring_deadline: float = 0.0
     probe_due: float = 0.0  # next in-dialog OPTIONS to both legs (dead-peer detection)
+    max_seconds: float | None = None  # duration limit of the call once answered
     reinviting: bool = False  # a relayed re-INVITE awaits its final response
     # The answer to the hang-up request, held until the call's record is durable.
     held: tuple[ServerTransaction, Response] | None = None
 
     @property
     def due(self) -> float:
-        """When the call next needs attention: ring timeout or dead-peer probe."""
-        return self.probe_due if self.state is CallState.ANSWERED else self.ring_deadline
+        """When the call next needs attention: ring timeout, dead-peer probe or its limit."""
+        if self.state is not CallState.ANSWERED:
+            return self.ring_deadline
+        limit = self.limit_at
+        return self.probe_due if limit is None or self.probe_due < limit else limit
+
+    @property
+    def limit_at(self) -> float | None:
+        """When an answered call with a duration limit must end."""
+        if self.max_seconds is None or self.answered is None:
+            return None
+        return self.answered + self.max_seconds
 
     @property
     def duration(self) -> float:

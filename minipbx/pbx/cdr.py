@@ -31,15 +31,15 @@ def record_of(call: Call, wall_offset: float, uuid: str) -> CdrRecord:
     """The CDR of an ended ``call``.
 
     ``duration`` runs from the INVITE's arrival to the end; ``billable_seconds`` from the
-    answer to the end, rounded up to a whole second (any started second counts; billing
-    rounds further by its rate's increments).
+    answer to the end, to the nearest second, half up (a call cut at its 30 s limit a
+    millisecond late is 30 s; billing applies its rate's increments to the exact times).
     """
     invite = call.invite
     ended = call.ended if call.ended is not None else call.started
     answered = call.answered
     billable = 0
-    if answered is not None:
-        billable = math.ceil(round(ended - answered, 3))
+    if answered is not None:  # nearest second, half up (as Asterisk's billsec)
+        billable = math.floor(round(ended - answered, 3) + 0.5)
     disposition = call.disposition or (
         Disposition.ANSWERED if answered is not None else Disposition.FAILED
     )

@@ -32,7 +32,7 @@ class CdrRecord:
     """One call attempt as billing and reports see it (columns of ``cdrs`` and MySQL ``cdr``).
 
     Times are aware UTC datetimes. ``duration``: seconds from start to end (3 decimals);
-    ``billable_seconds``: answer to end, rounded up to whole seconds (0 when unanswered).
+    ``billable_seconds``: answer to end, to the nearest second (0 when unanswered).
     ``id`` is the local row id, set on records read back from the database.
     """
 

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
+from minipbx.pbx.call import Route
 from minipbx.pbx.cdr import record_of
 from minipbx.sip import Via
 from minipbx.sip.dialog import Dialog
 from minipbx.sip.transaction import make_branch
+from minipbx.transport.address import Address
 from tests.pbx.phones import PBX, Net, Phone
 
 
@@ -50,7 +54,7 @@ def test_answered_call_record() -> None:
     assert record.hangup_by == "caller" and record.reason_cause == "Q.850;cause=16"
     assert record.answer_time is not None
     assert record.start_time <= record.answer_time < record.end_time
-    assert record.billable_seconds == 62  # 61.5 s answered, rounded up
+    assert record.billable_seconds == 62  # 61.5 s answered: nearest second, half up
     assert record.duration >= Decimal("61.500")
     assert record.duration.as_tuple().exponent == -3  # milliseconds
     assert record.source_ip == "127.0.0.1"
@@ -98,3 +102,31 @@ def test_bye_answer_waits_for_the_record() -> None:
     net.core.b2bua.recorded(call, net.clock.now)  # a second call sends nothing more
     net.run()
     assert [r.status for r in alice.responses if r.cseq.method == "BYE"] == [200]
+
+
+class LimitRouter:
+    """The local router with a duration limit on every route (as a dial plan rule sets)."""
+
+    def __init__(self, inner: Any, seconds: float) -> None:
+        self.inner, self.seconds = inner, seconds
+
+    def route(self, call: Any) -> Route:
+        return dataclasses.replace(self.inner.route(call), max_seconds=self.seconds)
+
+
+def test_duration_limit_cuts_both_legs_with_a_reason() -> None:
+    net = Net()
+    net.core.b2bua.router = LimitRouter(net.core.b2bua.router, 30.0)
+    alice, _ = _answered_call(net)
+    bob = net.phones[Address("udp", "127.0.0.1", 5072)]
+    net.advance(29.5, step=0.25)
+    assert list(net.core.calls)  # still up
+    net.advance(1.0, step=0.25)
+    assert not list(net.core.calls)
+    for phone in (alice, bob):
+        bye = [r for r in phone.requests if r.method == "BYE"]
+        assert len(bye) == 1 and "duration limit" in (bye[0].headers.get("Reason") or "")
+    (call,) = net.ended.calls
+    record = record_of(call, _offset(net), "u")
+    assert record.hangup_by == "system" and record.reason_cause == "max_duration"
+    assert record.billable_seconds == 30 and record.disposition == "ANSWERED"
