@@ -35,6 +35,7 @@ from minipbx.pbx.call import (
     disposition_of,
 )
 from minipbx.sip.dialog import Dialog, make_tag
+from minipbx.sip.digest import answer_challenge, make_cnonce, parse_challenge, select_challenge
 from minipbx.sip.errors import ParseError, TransactionError
 from minipbx.sip.headers import NameAddr
 from minipbx.sip.message import Request, Response
@@ -136,6 +137,9 @@ class B2BUA:
         route = self.router.route(call)
         call.callee, call.route_kind, call.trunk = route.callee, route.kind, route.trunk
         call.max_seconds = route.max_seconds
+        call.failover = route.failover
+        if route.failover:
+            call.failover_at = now + self.settings.failover_timeout
         if not route.targets:
             self._fail(call, route.status or 404, now, route.reason)
             call.hangup_by = "system"
@@ -167,29 +171,83 @@ class B2BUA:
 
     def _send_leg(self, call: Call, target: Target, forwards: int, now: float) -> None:
         a = call.invite
+        caller = target.from_ or NameAddr(a.from_.uri, a.from_.display)
+        from_ = NameAddr(caller.uri, caller.display, {"tag": make_tag(self._entropy)})
+        call_id = f"{make_tag(self._entropy)}{make_tag(self._entropy)}"
+        request = self._leg_invite(call, target, forwards, from_, call_id, 1)
+        dest = target.destination
+        tx = self.layer.send_request(request, dest, self.network.reliable(dest), now)
+        leg = BLeg(target=target, transaction=tx, request=request, forwards=forwards)
+        call.legs.append(leg)
+        self._clients[tx] = (call, leg, None)
+        self._by_b[call_id] = (call, leg)
+
+    def _leg_invite(
+        self,
+        call: Call,
+        target: Target,
+        forwards: int,
+        from_: NameAddr,
+        call_id: str,
+        cseq: int,
+        extra: Sequence[tuple[str, str]] = (),
+    ) -> Request:
+        a = call.invite
         dest = target.destination
         headers = [("Route", path) for path in target.path]
         headers.append(("Contact", str(self.network.contact(dest))))
         headers += _copied(a)
-        call_id = f"{make_tag(self._entropy)}{make_tag(self._entropy)}"
-        request = _build_request(
+        headers += target.headers
+        headers += extra
+        return _build_request(
             "INVITE",
             target.uri,
             via=self.network.via(dest, make_branch(self._entropy)),
-            from_=NameAddr(a.from_.uri, a.from_.display, {"tag": make_tag(self._entropy)}),
-            to=NameAddr(a.to.uri, a.to.display),
+            from_=from_,
+            to=NameAddr(a.to.uri, a.to.display) if target.from_ is None else NameAddr(target.uri),
             call_id=call_id,
-            cseq=1,
+            cseq=cseq,
             max_forwards=forwards,
             headers=headers,
             body=a.body,
             content_type=a.headers.get("Content-Type") if a.body else None,
         )
+
+    def _answer_challenge(self, call: Call, leg: BLeg, response: Response, now: float) -> bool:
+        """Resend a leg's INVITE with credentials for its 401/407 (RFC 3261 22.2), once."""
+        auth = leg.target.auth
+        if auth is None or leg.authenticated or call.state is CallState.ENDED:
+            return False
+        proxy = response.status == 407
+        name = "Proxy-Authenticate" if proxy else "WWW-Authenticate"
+        try:
+            challenge = select_challenge(parse_challenge(v) for v in response.headers.get_all(name))
+            if challenge is None:
+                return False
+            old = leg.request
+            credentials = answer_challenge(
+                challenge,
+                method="INVITE",
+                uri=str(old.uri),
+                username=auth.username,
+                password=auth.password,
+                nc=1,
+                cnonce=make_cnonce(self._entropy),
+                body=call.invite.body,
+            )
+        except ValueError as exc:  # ParseError too: a challenge we cannot read or answer
+            log.warning("event=bad_challenge call=%s error=%s", call.id, exc)
+            return False
+        header = ("Proxy-Authorization" if proxy else "Authorization", str(credentials))
+        request = self._leg_invite(
+            call, leg.target, leg.forwards, old.from_, old.call_id, old.cseq.seq + 1, [header]
+        )
+        dest = leg.target.destination
         tx = self.layer.send_request(request, dest, self.network.reliable(dest), now)
-        leg = BLeg(target=target, transaction=tx, request=request)
-        call.legs.append(leg)
+        leg.request, leg.transaction, leg.authenticated = request, tx, True
+        leg.provisional = False
         self._clients[tx] = (call, leg, None)
-        self._by_b[call_id] = (call, leg)
+        return True
 
     # -- responses from the callee's side --------------------------------------------------
 
@@ -225,6 +283,7 @@ class B2BUA:
         self._clients.pop(tx, None)
 
     def _leg_response(self, call: Call, leg: BLeg, response: Response, now: float) -> None:
+        leg.heard = True
         status = response.status
         if status < 200:
             if status > 100:
@@ -306,11 +365,24 @@ class B2BUA:
     def _leg_final(
         self, call: Call, leg: BLeg, status: int, now: float, response: Response | None = None
     ) -> None:
+        if (
+            status in (401, 407)
+            and response is not None
+            and call.winner is None
+            and self._answer_challenge(call, leg, response, now)
+        ):
+            return
         leg.final = status
         if call.winner is not None or call.state is CallState.ENDED:
             return
         if any(other.final == 0 for other in call.legs):
             return  # other forks still ringing
+        if call.failover and all(o.final == 408 or o.final >= 500 for o in call.legs):
+            targets, call.failover, call.failover_at = call.failover, (), None
+            log.info("event=call_failover call=%s status=%d", call.id, status)
+            for target in targets:
+                self._send_leg(call, target, leg.forwards, now)
+            return
         best = best_failure([other.final for other in call.legs])
         reason = response.reason if response is not None and response.status == best else None
         self._fail(call, best, now, reason)
@@ -607,6 +679,12 @@ class B2BUA:
                     call.probe_due = now + self.settings.probe_interval
                     self._probe(call, now)
                 heapq.heappush(timers, (call.due, call.id))
+            elif call.failover_at is not None and call.failover_at <= now < call.ring_deadline:
+                call.failover_at = None
+                heapq.heappush(timers, (call.due, call.id))
+                for leg in list(call.legs):  # failover appends new legs
+                    if not leg.heard and leg.final == 0:  # silent trunk: as a 408
+                        self._leg_final(call, leg, 408, now)
             else:
                 call.disposition = Disposition.NO_ANSWER
                 self.hangup(call, now, "no_answer")

@@ -41,12 +41,23 @@ class Disposition(enum.Enum):
 
 
 @dataclass(frozen=True, slots=True)
+class LegAuth:
+    """Credentials to answer a 401/407 from a target (a provider challenging the PBX)."""
+
+    username: str
+    password: str
+
+
+@dataclass(frozen=True, slots=True)
 class Target:
     """One place to ring: the Request-URI to use and where to send it."""
 
     uri: Uri
     destination: Address
     path: tuple[str, ...] = ()  # RFC 3327 Path values of the binding, become Route headers
+    from_: NameAddr | None = None  # From of the B leg (caller ID at a trunk); None: caller's
+    auth: LegAuth | None = None  # answer one digest challenge of this target with these
+    headers: tuple[tuple[str, str], ...] = ()  # added to the INVITE (P-Asserted-Identity...)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +65,8 @@ class Route:
     """What the router decided: ring these targets, or answer with ``status``."""
 
     targets: tuple[Target, ...] = ()
+    # Rung when every first-choice target failed with 5xx or no answer (trunk failover).
+    failover: tuple[Target, ...] = ()
     status: int = 0
     reason: str | None = None
     callee: str = ""  # the called number as routed, for records
@@ -100,6 +113,9 @@ class BLeg:
     provisional: bool = False  # a 1xx arrived: CANCEL is now allowed (RFC 3261 9.1)
     cancel_pending: bool = False
     final: int = 0  # final status, 0 while pending
+    forwards: int = 70  # Max-Forwards it was sent with
+    heard: bool = False  # any response arrived (100 Trying included)
+    authenticated: bool = False  # a challenge was answered already (never twice)
 
 
 @dataclass(slots=True, eq=False)
@@ -132,6 +148,8 @@ class Call:
     ring_deadline: float = 0.0
     probe_due: float = 0.0  # next in-dialog OPTIONS to both legs (dead-peer detection)
     max_seconds: float | None = None  # duration limit of the call once answered
+    failover: tuple[Target, ...] = ()  # targets left for trunk failover
+    failover_at: float | None = None  # legs silent until then count as 408 (failover)
     reinviting: bool = False  # a relayed re-INVITE awaits its final response
     # The answer to the hang-up request, held until the call's record is durable.
     held: tuple[ServerTransaction, Response] | None = None
@@ -140,7 +158,8 @@ class Call:
     def due(self) -> float:
         """When the call next needs attention: ring timeout, dead-peer probe or its limit."""
         if self.state is not CallState.ANSWERED:
-            return self.ring_deadline
+            at = self.failover_at
+            return self.ring_deadline if at is None or at > self.ring_deadline else at
         limit = self.limit_at
         return self.probe_due if limit is None or self.probe_due < limit else limit
 
@@ -165,6 +184,7 @@ class CallSettings:
 
     ring_timeout: float = 60.0  # no answer after this: the caller gets 480
     probe_interval: float = 300.0  # in-dialog OPTIONS to both legs; a dead leg ends the call
+    failover_timeout: float = 5.0  # a trunk silent this long (not even 100) fails over
     max_calls: int = 20000
 
 
