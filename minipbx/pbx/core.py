@@ -22,6 +22,7 @@ from minipbx.pbx.ports import User
 from minipbx.pbx.registrar import Registrar
 from minipbx.pbx.routing import LocalRouter
 from minipbx.pbx.security import Guard
+from minipbx.pbx.trunk_registration import TrunkRegistrations
 from minipbx.sip.errors import ParseError
 from minipbx.sip.headers import NameAddr
 from minipbx.sip.message import Request, Response, build_request
@@ -98,6 +99,7 @@ class PbxCore:
         self.settings = settings or CoreSettings()
         self.layer = TransactionLayer(self.settings.timers)
         self.b2bua = B2BUA(self.layer, network, router, listener, self.settings.calls, entropy)
+        self.trunks = TrunkRegistrations(self.layer, network, entropy)
         self.authenticator = authenticator
         self.registrar = registrar
         self.guard = guard
@@ -135,11 +137,20 @@ class PbxCore:
         """Run whatever is due at ``now``."""
         self.layer.handle_timer(now)
         self.b2bua.tick(now)
+        self.trunks.tick(now)
         self._drain(now)
 
     def get_timer(self) -> float | None:
         """The next time :meth:`handle_timer` must run."""
-        times = [t for t in (self.layer.get_timer(), self.b2bua.next_deadline()) if t is not None]
+        times = [
+            t
+            for t in (
+                self.layer.get_timer(),
+                self.b2bua.next_deadline(),
+                self.trunks.next_deadline(),
+            )
+            if t is not None
+        ]
         return min(times) if times else None
 
     def datagrams_to_send(self) -> list[tuple[bytes, Address]]:
@@ -184,20 +195,25 @@ class PbxCore:
         layer = self.layer
         b2bua = self.b2bua
         messages = self.messages
+        trunks = self.trunks
         while (event := layer.next_event()) is not None:
             if isinstance(event, RequestReceived):
                 source = event.source
                 assert isinstance(source, Address)
                 self._request(event.transaction, event.request, source, now)
             elif isinstance(event, ResponseReceived):
-                if not (messages and messages.on_response(event.transaction, event.response, now)):
-                    b2bua.on_response(event.transaction, event.response, now)
+                client, response = event.transaction, event.response
+                if not (
+                    trunks.on_response(client, response, now)
+                    or (messages and messages.on_response(client, response, now))
+                ):
+                    b2bua.on_response(client, response, now)
             elif isinstance(event, AckReceived):
                 b2bua.on_ack(event.request, now)
             elif isinstance(event, TransactionTimedOut | TransportFailed):
                 tx = event.transaction
                 if isinstance(tx, ClientTransaction) and not (
-                    messages and messages.on_timeout(tx, now)
+                    trunks.on_timeout(tx, now) or (messages and messages.on_timeout(tx, now))
                 ):
                     b2bua.on_timeout(tx, now)
             elif isinstance(event, TransactionTerminated):
