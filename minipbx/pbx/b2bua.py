@@ -113,8 +113,10 @@ class B2BUA:
         tenant_id: int,
         domain: str,
         now: float,
+        inbound_trunk: str | None = None,
     ) -> Call | None:
-        """Start a call for an authenticated INVITE; answers it itself when it cannot ring."""
+        """Start a call for an authenticated INVITE (from a user, or from the trusted
+        ``inbound_trunk``); answers it itself when it cannot ring."""
         to_tag = make_tag(self._entropy)
         if len(self.calls) >= self.settings.max_calls:
             self.layer.send_response(server, invite.response(503, to_tag=to_tag), now)
@@ -132,6 +134,7 @@ class B2BUA:
             to_tag=to_tag,
             ring_deadline=now + self.settings.ring_timeout,
             user_agent=invite.headers.get("User-Agent") or "",
+            inbound_trunk=inbound_trunk,
         )
         self.layer.send_response(server, invite.response(100), now)
         route = self.router.route(call)

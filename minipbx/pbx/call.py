@@ -92,6 +92,15 @@ class CallListener(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class InboundTrunk:
+    """A trunk that requests may come from without digest auth (its source addresses)."""
+
+    name: str
+    tenant_id: int
+    domain: str
+
+
 class Network(Protocol):
     """What the B2BUA needs to know about our own addresses."""
 
@@ -144,6 +153,7 @@ class Call:
     callee: str = ""
     route_kind: str = ""
     trunk: str | None = None
+    inbound_trunk: str | None = None  # the trunk the call came in from (None: a user)
     user_agent: str = ""  # the caller's, for records (``invite`` is cut down once answered)
     ring_deadline: float = 0.0
     probe_due: float = 0.0  # next in-dialog OPTIONS to both legs (dead-peer detection)

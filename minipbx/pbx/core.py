@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 
 from minipbx.pbx.auth import RequestAuthenticator
 from minipbx.pbx.b2bua import ALLOW, B2BUA
-from minipbx.pbx.call import Call, CallListener, CallSettings, Network, Router
+from minipbx.pbx.call import Call, CallListener, CallSettings, InboundTrunk, Network, Router
 from minipbx.pbx.location import Binding
 from minipbx.pbx.messaging import MessageRelay
 from minipbx.pbx.ports import User
 from minipbx.pbx.registrar import Registrar
-from minipbx.pbx.routing import LocalRouter
+from minipbx.pbx.routing import LocalRouter, number_of
 from minipbx.pbx.security import Guard
 from minipbx.pbx.trunk_registration import TrunkRegistrations
 from minipbx.sip.errors import ParseError
@@ -93,6 +93,7 @@ class PbxCore:
         settings: CoreSettings | None = None,
         entropy: Callable[[int], bytes] = secrets.token_bytes,
         is_self: Callable[[Address], bool] = lambda _address: False,
+        trunk_of: Callable[[Address], InboundTrunk | None] = lambda _address: None,
     ) -> None:
         """``wall_clock`` is the time of registrations, nonces and bans (they outlive a
         restart); every other ``now`` is the glue's monotonic clock (transactions, calls)."""
@@ -105,6 +106,7 @@ class PbxCore:
         self.guard = guard
         self._wall = wall_clock
         self._is_self = is_self
+        self._trunk_of = trunk_of
         self.messages = (
             MessageRelay(self.layer, network, router, entropy)
             if isinstance(router, LocalRouter)
@@ -282,6 +284,19 @@ class PbxCore:
         if request.max_forwards == 0:
             self._reply(tx, request, 483, now)  # RFC 3261 16.3 step 3
             return
+        trunk = self._trunk_of(source)
+        if trunk is not None:  # an IP-authenticated trunk: routed by DID, never to a trunk
+            self.b2bua.new_call(
+                tx,
+                request,
+                source,
+                caller=number_of(request.from_.uri),
+                tenant_id=trunk.tenant_id,
+                domain=trunk.domain,
+                now=now,
+                inbound_trunk=trunk.name,
+            )
+            return
         user = self._authenticated(tx, request, source, now)
         if user is not None:
             self.b2bua.new_call(
@@ -321,6 +336,19 @@ class PbxCore:
     ) -> None:
         if self.messages is None:
             self._reply(tx, request, 405, now, [("Allow", ALLOW)])
+            return
+        trunk = self._trunk_of(source)
+        if trunk is not None:  # an IP-authenticated trunk: routed by DID, never to a trunk
+            self.b2bua.new_call(
+                tx,
+                request,
+                source,
+                caller=number_of(request.from_.uri),
+                tenant_id=trunk.tenant_id,
+                domain=trunk.domain,
+                now=now,
+                inbound_trunk=trunk.name,
+            )
             return
         user = self._authenticated(tx, request, source, now)
         if user is not None:

@@ -3,7 +3,7 @@ the B leg's From (caller ID at the trunk) and extra headers."""
 
 from __future__ import annotations
 
-from minipbx.pbx.call import Call, LegAuth, Route, Target
+from minipbx.pbx.call import Call, InboundTrunk, LegAuth, Route, Target
 from minipbx.sip import NameAddr, Request, SipUri
 from minipbx.sip.digest import (
     Algorithm,
@@ -160,3 +160,19 @@ def test_failover_on_timeout() -> None:
     net.advance(40)
     assert [r.status for r in alice.responses if r.cseq.method == "INVITE"][-1] == 200
     assert len(backup.invites) == 2
+
+
+def test_inbound_call_from_an_ip_trunk_needs_no_digest() -> None:
+    net = Net()
+    provider = net.phone("+4420555", 5090)  # its From user is the external caller
+    bob = net.phone("101", 5072)
+    assert bob.register().status == 200
+    trunk = InboundTrunk("provider", tenant_id=1, domain="default")
+    net.core._trunk_of = lambda source: trunk if source == provider.addr else None
+    provider.invite("101", authenticate=False)
+    assert provider.responses[-1].status == 200
+    (call,) = net.core.calls
+    assert call.inbound_trunk == "provider" and call.caller == "+4420555"
+    stranger = net.phone("666", 5093)
+    stranger.invite("101", authenticate=False)
+    assert stranger.responses[-1].status == 407  # any other source is challenged
