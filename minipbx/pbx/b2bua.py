@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from minipbx.pbx.call import (
     BLeg,
     Call,
+    CallCounts,
     CallListener,
     CallSettings,
     CallState,
@@ -94,6 +95,7 @@ class B2BUA:
         self.settings = settings or CallSettings()
         self._entropy = entropy or secrets.token_bytes
         self.calls: dict[str, Call] = {}
+        self.counts = CallCounts()  # read by the router for concurrent-call limits
         self._by_invite: dict[ServerTransaction, Call] = {}
         self._by_a: dict[tuple[str, str], Call] = {}  # (A Call-ID, our To tag)
         self._by_b: dict[str, tuple[Call, BLeg]] = {}  # B-leg Call-ID (ours, unique)
@@ -157,6 +159,7 @@ class B2BUA:
             self.listener.call_ended(call)  # nothing to hold: the failure already went out
             return call
         self.calls[call.id] = call
+        self.counts.add(call)
         self._by_invite[server] = call
         self._by_a[(invite.call_id, to_tag)] = call  # early dialog: BYE may come (RFC 3261 15)
         heapq.heappush(self._timers, (call.due, call.id))
@@ -629,6 +632,7 @@ class B2BUA:
         if call.id not in self.calls:
             return
         del self.calls[call.id]
+        self.counts.remove(call)
         self._by_invite.pop(call.server, None)
         self._by_a.pop((call.invite.call_id, call.to_tag), None)
         for leg in call.legs:

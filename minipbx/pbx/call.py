@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from minipbx.sip.dialog import Dialog
 from minipbx.sip.headers import NameAddr, Via
@@ -79,6 +79,13 @@ class Router(Protocol):
     """Decides where a new call goes (local user now; dial plan and trunks later)."""
 
     def route(self, call: Call) -> Route: ...
+
+
+@runtime_checkable
+class TargetLookup(Protocol):
+    """Routers that can also name a local user's contacts (the MESSAGE relay uses it)."""
+
+    def targets(self, tenant_id: int, domain: str, number: str) -> Route: ...
 
 
 class CallListener(Protocol):
@@ -186,6 +193,51 @@ class Call:
         if self.answered is None or self.ended is None:
             return 0.0
         return self.ended - self.answered
+
+
+class CallCounts:
+    """Calls in progress per caller and per trunk, for concurrent-call limits.
+
+    The B2BUA adds a call once it rings somewhere and removes it when it ends; the router
+    reads the counts when it decides on a new call.
+    """
+
+    __slots__ = ("by_caller", "by_trunk")
+
+    def __init__(self) -> None:
+        self.by_caller: dict[tuple[int, str], int] = {}
+        self.by_trunk: dict[tuple[int, str], int] = {}
+
+    def add(self, call: Call) -> None:
+        """Count ``call``."""
+        self._change(call, 1)
+
+    def remove(self, call: Call) -> None:
+        """Stop counting ``call``."""
+        self._change(call, -1)
+
+    def _change(self, call: Call, delta: int) -> None:
+        if call.inbound_trunk is None:
+            _bump(self.by_caller, (call.tenant_id, call.caller), delta)
+        for trunk in {call.trunk, call.inbound_trunk} - {None}:
+            assert trunk is not None
+            _bump(self.by_trunk, (call.tenant_id, trunk), delta)
+
+    def caller(self, tenant_id: int, caller: str) -> int:
+        """Calls of a user in progress."""
+        return self.by_caller.get((tenant_id, caller), 0)
+
+    def trunk(self, tenant_id: int, name: str) -> int:
+        """Calls in progress through a trunk (in and out)."""
+        return self.by_trunk.get((tenant_id, name), 0)
+
+
+def _bump(counts: dict[tuple[int, str], int], key: tuple[int, str], delta: int) -> None:
+    value = counts.get(key, 0) + delta
+    if value > 0:
+        counts[key] = value
+    else:
+        counts.pop(key, None)
 
 
 @dataclass(frozen=True, slots=True)

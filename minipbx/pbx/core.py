@@ -15,12 +15,20 @@ from dataclasses import dataclass, field
 
 from minipbx.pbx.auth import RequestAuthenticator
 from minipbx.pbx.b2bua import ALLOW, B2BUA
-from minipbx.pbx.call import Call, CallListener, CallSettings, InboundTrunk, Network, Router
+from minipbx.pbx.call import (
+    Call,
+    CallListener,
+    CallSettings,
+    InboundTrunk,
+    Network,
+    Router,
+    TargetLookup,
+)
 from minipbx.pbx.location import Binding
 from minipbx.pbx.messaging import MessageRelay
 from minipbx.pbx.ports import User
 from minipbx.pbx.registrar import Registrar
-from minipbx.pbx.routing import LocalRouter, number_of
+from minipbx.pbx.routing import number_of
 from minipbx.pbx.security import Guard
 from minipbx.pbx.trunk_registration import TrunkRegistrations
 from minipbx.sip.errors import ParseError
@@ -109,7 +117,7 @@ class PbxCore:
         self._trunk_of = trunk_of
         self.messages = (
             MessageRelay(self.layer, network, router, entropy)
-            if isinstance(router, LocalRouter)
+            if isinstance(router, TargetLookup)
             else None
         )
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 
-from minipbx.pbx.call import Network
+from minipbx.pbx.call import Network, TargetLookup
 from minipbx.pbx.ports import User
-from minipbx.pbx.routing import LocalRouter, number_of
+from minipbx.pbx.routing import number_of
 from minipbx.sip.dialog import make_tag
 from minipbx.sip.errors import TransactionError
 from minipbx.sip.headers import NameAddr
@@ -35,7 +35,7 @@ class MessageRelay:
         self,
         layer: TransactionLayer,
         network: Network,
-        router: LocalRouter,
+        router: TargetLookup,
         entropy: Callable[[int], bytes],
     ) -> None:
         self.layer = layer
