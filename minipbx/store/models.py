@@ -15,7 +15,6 @@ CDRs, admins):
 from __future__ import annotations
 
 from datetime import datetime
-
 from decimal import Decimal
 
 from sqlalchemy import (
@@ -94,6 +93,11 @@ class Tenant(Base):
     realm: Mapped[str] = mapped_column(String(DOMAIN_LEN))
     is_default: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The tenant's default dial plan (migration 0003). dial_plans refers back to tenants:
+    # use_alter breaks the cycle for create_all/drop_all ordering.
+    dial_plan_id: Mapped[int | None] = mapped_column(
+        ForeignKey("dial_plans.id", ondelete="SET NULL", use_alter=True)
+    )
 
 
 class User(Base):
@@ -113,6 +117,37 @@ class User(Base):
     enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    # Service settings (migration 0003), read through SqlUserSettingsRepo, not UserRecord.
+    # Every column has a server default so that existing rows migrate.
+    dial_plan_id: Mapped[int | None] = mapped_column(
+        ForeignKey("dial_plans.id", ondelete="SET NULL")
+    )
+    call_level: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    max_call_seconds: Mapped[int | None] = mapped_column(Integer)
+    free_account: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    max_concurrent_calls: Mapped[int | None] = mapped_column(Integer)
+    voicemail_enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    voicemail_pin: Mapped[str | None] = mapped_column(String(16))
+    voicemail_email_attach: Mapped[bool] = mapped_column(
+        Boolean, default=True, server_default=true()
+    )
+    voicemail_delete_after_mail: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=false()
+    )
+    forward_unconditional: Mapped[str | None] = mapped_column(String(NUMBER_LEN))
+    forward_busy: Mapped[str | None] = mapped_column(String(NUMBER_LEN))
+    forward_no_answer: Mapped[str | None] = mapped_column(String(NUMBER_LEN))
+    forward_unreachable: Mapped[str | None] = mapped_column(String(NUMBER_LEN))
+    no_answer_seconds: Mapped[int] = mapped_column(Integer, default=20, server_default="20")
+    prepaid: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    balance: Mapped[Decimal] = mapped_column(MONEY, default=Decimal(0), server_default="0")
+    credit_limit: Mapped[Decimal] = mapped_column(MONEY, default=Decimal(0), server_default="0")
+    currency: Mapped[str] = mapped_column(String(3), default="", server_default="")
+    rate_table_id: Mapped[int | None] = mapped_column(
+        ForeignKey("rate_tables.id", ondelete="SET NULL")
+    )
+    media_relay: Mapped[str] = mapped_column(String(8), default="auto", server_default="auto")
 
 
 class Registration(Base):
@@ -150,7 +185,7 @@ class Cdr(Base):
     ``uuid`` names the record everywhere it is copied, so a copy is made exactly once.
     ``tenant_id`` is not a foreign key: records outlive the tenants and users they name.
     Times are UTC with microsecond storage (millisecond precision from the PBX clock);
-    ``duration`` is start to end, ``billable_seconds`` answer to end rounded up.
+    ``duration`` is start to end, ``billable_seconds`` answer to end to the nearest second.
     """
 
     __tablename__ = "cdrs"
@@ -200,3 +235,250 @@ class CdrShipment(Base):
     last_id: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     shipped: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+# --- PBX data (migration 0003) -------------------------------------------------------------
+
+LABEL_LEN = 64  # names typed by operators and unique per tenant (trunks, dial plans, ...)
+PATTERN_LEN = 64  # dial plan patterns
+PREFIX_LEN = 32  # rate prefixes
+CARD_NUMBER_LEN = 32
+PIN_LEN = 16
+HASH_LEN = 128  # token hashes (SHA-256 hex today)
+
+TRUNKS_VERSION = "trunks_version"
+DIAL_PLANS_VERSION = "dial_plans_version"
+RATES_VERSION = "rates_version"
+SETTINGS_VERSION = "settings_version"
+
+
+class Admin(Base):
+    """A login of the web console and REST API; ``tenant_id`` None means a system admin.
+
+    ``password_hash`` is a PHC string (argon2) made by the caller; the store never sees a
+    password.
+    """
+
+    __tablename__ = "admins"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(LABEL_LEN), unique=True)
+    password_hash: Mapped[str] = mapped_column(Text)
+    tenant_id: Mapped[int | None] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class ApiToken(Base):
+    """A REST API token of an admin; only its SHA-256 (hex) is stored."""
+
+    __tablename__ = "api_tokens"
+    __table_args__ = (Index(None, "admin_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    admin_id: Mapped[int] = mapped_column(ForeignKey("admins.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(NAME_LEN), default="")
+    token_hash: Mapped[str] = mapped_column(String(HASH_LEN), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Trunk(Base):
+    """A SIP trunk to a carrier: registration/digest credentials or IP authentication.
+
+    ``allowed_ips`` is a comma-separated list of CIDRs (IP-authenticated trunks),
+    ``codecs`` a comma-separated preference list, ``options`` a JSON object for later flags.
+    """
+
+    __tablename__ = "trunks"
+    __table_args__ = (UniqueConstraint("tenant_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(LABEL_LEN))
+    host: Mapped[str] = mapped_column(String(DOMAIN_LEN), default="")
+    port: Mapped[int | None] = mapped_column(Integer)
+    transport: Mapped[str] = mapped_column(String(8), default="udp")
+    username: Mapped[str] = mapped_column(String(NAME_LEN), default="")
+    auth_username: Mapped[str] = mapped_column(String(NAME_LEN), default="")
+    password: Mapped[str] = mapped_column(Text, default="")  # plain: digest needs it
+    register: Mapped[bool] = mapped_column(Boolean, default=False)
+    register_expires: Mapped[int] = mapped_column(Integer, default=3600)
+    from_domain: Mapped[str] = mapped_column(String(DOMAIN_LEN), default="")
+    allowed_ips: Mapped[str] = mapped_column(Text, default="")
+    max_calls_in: Mapped[int | None] = mapped_column(Integer)
+    max_calls_out: Mapped[int | None] = mapped_column(Integer)
+    caller_id: Mapped[str | None] = mapped_column(String(NUMBER_LEN))
+    codecs: Mapped[str] = mapped_column(String(255), default="PCMU,PCMA")
+    options: Mapped[str] = mapped_column(Text, default="{}")
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class DialPlan(Base):
+    """A named, ordered list of routing rules of a tenant (see :class:`DialPlanRule`)."""
+
+    __tablename__ = "dial_plans"
+    __table_args__ = (UniqueConstraint("tenant_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(LABEL_LEN))
+    description: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class DialPlanRule(Base):
+    """One rule of a dial plan, tried in ``position`` order.
+
+    ``action``: local | followme | trunk | service | reject; ``target`` names the trunk,
+    service or number; ``strip`` digits are removed and ``prepend`` added before routing.
+    """
+
+    __tablename__ = "dial_plan_rules"
+    __table_args__ = (UniqueConstraint("dial_plan_id", "position"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    dial_plan_id: Mapped[int] = mapped_column(ForeignKey("dial_plans.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)
+    pattern: Mapped[str] = mapped_column(String(PATTERN_LEN))
+    caller_pattern: Mapped[str | None] = mapped_column(String(PATTERN_LEN))
+    min_level: Mapped[int] = mapped_column(Integer, default=1)
+    time_condition: Mapped[str] = mapped_column(Text, default="")
+    action: Mapped[str] = mapped_column(String(16))
+    target: Mapped[str] = mapped_column(String(255), default="")
+    failover_target: Mapped[str | None] = mapped_column(String(255))
+    strip: Mapped[int] = mapped_column(Integer, default=0)
+    prepend: Mapped[str] = mapped_column(String(32), default="")
+    caller_id: Mapped[str | None] = mapped_column(String(NUMBER_LEN))
+    reject_status: Mapped[int | None] = mapped_column(Integer)
+    max_seconds: Mapped[int | None] = mapped_column(Integer)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class RateTable(Base):
+    """A named set of per-prefix rates in one currency."""
+
+    __tablename__ = "rate_tables"
+    __table_args__ = (UniqueConstraint("tenant_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(LABEL_LEN))
+    currency: Mapped[str] = mapped_column(String(3), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class Rate(Base):
+    """The price of calls to numbers starting with ``prefix`` (longest prefix wins).
+
+    Charged: ``connection_fee`` once, then ``first_increment`` seconds, then blocks of
+    ``next_increment`` seconds at ``price_per_minute``; ``free_seconds`` are not charged and
+    calls shorter than ``min_duration`` seconds are billed as that long. ``valid_from`` /
+    ``valid_until`` (None: open-ended) let a new price list be loaded ahead of time.
+    """
+
+    __tablename__ = "rates"
+    __table_args__ = (UniqueConstraint("rate_table_id", "prefix", "valid_from"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    rate_table_id: Mapped[int] = mapped_column(ForeignKey("rate_tables.id", ondelete="CASCADE"))
+    prefix: Mapped[str] = mapped_column(String(PREFIX_LEN))
+    description: Mapped[str] = mapped_column(String(NAME_LEN), default="")
+    connection_fee: Mapped[Decimal] = mapped_column(MONEY, default=Decimal(0))
+    price_per_minute: Mapped[Decimal] = mapped_column(MONEY, default=Decimal(0))
+    first_increment: Mapped[int] = mapped_column(Integer, default=60)
+    next_increment: Mapped[int] = mapped_column(Integer, default=60)
+    min_duration: Mapped[int] = mapped_column(Integer, default=0)
+    free_seconds: Mapped[int] = mapped_column(Integer, default=0)
+    valid_from: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    valid_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Card(Base):
+    """A calling card: a number and PIN with its own balance (status active by default)."""
+
+    __tablename__ = "cards"
+    __table_args__ = (UniqueConstraint("tenant_id", "number"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    number: Mapped[str] = mapped_column(String(CARD_NUMBER_LEN))
+    pin: Mapped[str] = mapped_column(String(PIN_LEN))
+    balance: Mapped[Decimal] = mapped_column(MONEY, default=Decimal(0))
+    currency: Mapped[str] = mapped_column(String(3), default="")
+    rate_table_id: Mapped[int | None] = mapped_column(
+        ForeignKey("rate_tables.id", ondelete="SET NULL")
+    )
+    dial_plan_id: Mapped[int | None] = mapped_column(
+        ForeignKey("dial_plans.id", ondelete="SET NULL")
+    )
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    failed_pins: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class LedgerEntry(Base):
+    """One change of a user's or a card's balance; ``balance_after`` is the new balance.
+
+    ``amount`` is signed (what was added to the balance); ``kind`` says why: topup, charge,
+    refund, reserve (funds held for a call) or release (held funds given back).
+    """
+
+    __tablename__ = "ledger"
+    __table_args__ = (
+        Index(None, "user_id"),
+        Index(None, "card_id"),
+        Index(None, "tenant_id", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    card_id: Mapped[int | None] = mapped_column(ForeignKey("cards.id", ondelete="SET NULL"))
+    kind: Mapped[str] = mapped_column(String(16))
+    amount: Mapped[Decimal] = mapped_column(MONEY)
+    balance_after: Mapped[Decimal] = mapped_column(MONEY)
+    cdr_uuid: Mapped[str | None] = mapped_column(String(36))
+    note: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class VoicemailMessage(Base):
+    """A voicemail message; the audio is a WAV file at ``path`` (relative to the data dir)."""
+
+    __tablename__ = "voicemail_messages"
+    __table_args__ = (Index(None, "user_id", "folder"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    folder: Mapped[str] = mapped_column(String(16), default="new")
+    caller_number: Mapped[str] = mapped_column(String(NUMBER_LEN), default="")
+    caller_name: Mapped[str] = mapped_column(String(NAME_LEN), default="")
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    duration_ms: Mapped[int] = mapped_column(Integer, default=0)
+    path: Mapped[str] = mapped_column(Text)
+    emailed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    email_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    email_error: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Setting(Base):
+    """A key/value setting of a tenant, or system-wide when ``tenant_id`` is None (SMTP...)."""
+
+    __tablename__ = "settings"
+    __table_args__ = (UniqueConstraint("tenant_id", "key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[int | None] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(64))
+    value: Mapped[str] = mapped_column(Text, default="")
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
