@@ -1,0 +1,298 @@
+"""The dial plan as the B2BUA's router: rules, trunks, limits and the toll-fraud guard.
+
+:class:`RoutingConfig` is an immutable, compiled snapshot of what the store holds (dial
+plans, trunks, user call policies); the app swaps in a new one when the data changes, so a
+call never waits on the database. :class:`DialPlanRouter` turns a call into a
+:class:`~minipbx.pbx.call.Route`:
+
+- calls from users: the user's dial plan (or the tenant's); no plan at all means "dial an
+  extension of your tenant" (the behaviour before dial plans existed);
+- calls from an IP-authenticated trunk: routed by DID through the tenant's plan, but never
+  out to a trunk again (nothing reaches a trunk without an authenticated user whose dial
+  plan allows it);
+- duration limits: the rule's, the user's and the free account's (60 s by default), the
+  shortest wins; concurrent-call limits per user and per trunk.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from minipbx.pbx.call import Call, CallCounts, LegAuth, Route, Target
+from minipbx.pbx.dialplan import Action, Decision, DialPlan, DialPlanError, make_rule
+from minipbx.pbx.routing import LocalRouter, called_number
+from minipbx.sip.headers import NameAddr
+from minipbx.sip.uri import SipUri
+from minipbx.store.pbxrecords import TrunkRecord
+from minipbx.store.routing_data import CallPolicy, RoutingData
+from minipbx.transport.address import Address
+
+log = logging.getLogger("minipbx.routing")
+
+FREE_ACCOUNT_SECONDS = 60
+
+
+@dataclass(frozen=True, slots=True)
+class TrunkRoute:
+    """A trunk compiled for routing: where INVITEs go and as whom."""
+
+    name: str
+    tenant_id: int
+    host: str  # Request-URI host (the provider's domain)
+    destination: Address | None  # resolved address; None: could not be resolved
+    from_domain: str
+    caller_id: str | None
+    auth: LegAuth | None
+    max_calls_out: int | None
+    max_calls_in: int | None
+    user_phone: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingConfig:
+    """A compiled snapshot of the routing data (see the module docstring)."""
+
+    plans: Mapping[int, DialPlan] = field(default_factory=dict)
+    tenant_plans: Mapping[int, int | None] = field(default_factory=dict)
+    trunks: Mapping[tuple[int, str], TrunkRoute] = field(default_factory=dict)
+    policies: Mapping[tuple[int, str], CallPolicy] = field(default_factory=dict)
+    problems: tuple[str, ...] = ()  # rules that could not be compiled (skipped)
+    versions: tuple[int, ...] = ()
+
+    def plan_for(self, tenant_id: int, policy: CallPolicy | None) -> DialPlan | None:
+        """The user's own dial plan, else the tenant's, else None."""
+        plan_id = policy.dial_plan_id if policy is not None else None
+        if plan_id is None:
+            plan_id = self.tenant_plans.get(tenant_id)
+        return self.plans.get(plan_id) if plan_id is not None else None
+
+
+def compile_routing(
+    data: RoutingData, resolve: Callable[[TrunkRecord], Address | None]
+) -> RoutingConfig:
+    """Compile ``data``; invalid rules are skipped and listed in ``problems`` (logged)."""
+    problems: list[str] = []
+    plans: dict[int, DialPlan] = {}
+    for plan in data.plans.values():
+        rules = []
+        for stored in plan.rules:
+            try:
+                rules.append(
+                    make_rule(
+                        position=stored.position,
+                        pattern=stored.pattern,
+                        action=stored.action,
+                        target=stored.target,
+                        failover=stored.failover_target,
+                        caller_pattern=stored.caller_pattern,
+                        level=stored.min_level,
+                        time_condition=stored.time_condition,
+                        strip=stored.strip,
+                        prepend=stored.prepend,
+                        caller_id=stored.caller_id,
+                        reject_status=stored.reject_status,
+                        max_seconds=stored.max_seconds,
+                        enabled=stored.enabled,
+                        id=stored.id,
+                    )
+                )
+            except DialPlanError as exc:
+                problems.append(f"dial plan {plan.name!r} rule {stored.position}: {exc}")
+        plans[plan.id] = DialPlan(plan.name, tuple(rules), plan.id)
+    for problem in problems:
+        log.error("event=dial_plan_rule_skipped problem=%s", problem)
+    trunks = {
+        (t.tenant_id, t.name): _compile_trunk(t, resolve(t)) for t in data.trunks if t.enabled
+    }
+    policies = {(p.tenant_id, p.extension): p for p in data.policies.values()}
+    return RoutingConfig(
+        plans, dict(data.tenant_plans), trunks, policies, tuple(problems), data.versions
+    )
+
+
+def _compile_trunk(trunk: TrunkRecord, destination: Address | None) -> TrunkRoute:
+    secret = trunk.password
+    user = trunk.auth_username or trunk.username
+    return TrunkRoute(
+        name=trunk.name,
+        tenant_id=trunk.tenant_id,
+        host=trunk.host,
+        destination=destination,
+        from_domain=trunk.from_domain or trunk.host,
+        caller_id=trunk.caller_id,
+        auth=LegAuth(user, secret) if user and secret else None,
+        max_calls_out=trunk.max_calls_out,
+        max_calls_in=trunk.max_calls_in,
+        user_phone=_options(trunk.options).get("user_phone") is True,
+    )
+
+
+def _options(text: str) -> dict[str, object]:
+    """A trunk's JSON options (flags for later features); {} when unreadable."""
+    try:
+        value = json.loads(text or "{}")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+class DialPlanRouter:
+    """Routes calls through the dial plan (the :class:`~minipbx.pbx.call.Router` seam)."""
+
+    def __init__(
+        self,
+        local: LocalRouter,
+        wall_clock: Callable[[], float],
+        counts: CallCounts | None = None,
+        config: RoutingConfig | None = None,
+        free_seconds: int = FREE_ACCOUNT_SECONDS,
+    ) -> None:
+        self.local = local
+        self.config = config or RoutingConfig()
+        self.counts = counts or CallCounts()
+        self._wall = wall_clock
+        self.free_seconds = free_seconds
+
+    # The MESSAGE relay routes to local users through the same seam.
+    def targets(self, tenant_id: int, domain: str, number: str) -> Route:
+        """A local user's contacts (MESSAGE and local calls)."""
+        return self.local.targets(tenant_id, domain, number)
+
+    def route(self, call: Call) -> Route:
+        """The route of a new call (see the module docstring)."""
+        cfg = self.config
+        number = called_number(call)
+        if call.inbound_trunk is not None:
+            return self._inbound(call, cfg, number)
+        policy = cfg.policies.get((call.tenant_id, call.caller))
+        most = policy.max_concurrent_calls if policy is not None else None
+        if most is not None and self.counts.caller(call.tenant_id, call.caller) >= most:
+            log.warning("event=call_limit caller=%s limit=%d", call.caller, most)
+            return Route(status=403, reason="Too Many Calls", callee=number)
+        plan = cfg.plan_for(call.tenant_id, policy)
+        limit = self._user_limit(policy)
+        if plan is None:
+            return _limited(self.local.route(call), limit)
+        level = policy.call_level if policy is not None else 1
+        decision = plan.decide(number, caller=call.caller, level=level, wall=self._wall())
+        return self._follow(call, decision, limit, outbound_allowed=True)
+
+    def _inbound(self, call: Call, cfg: RoutingConfig, number: str) -> Route:
+        trunk = cfg.trunks.get((call.tenant_id, call.inbound_trunk or ""))
+        most = trunk.max_calls_in if trunk is not None else None
+        if trunk is not None and most is not None and self._busy(call, trunk.name, most):
+            return Route(status=503, reason="Trunk Busy", callee=number)
+        plan = cfg.plan_for(call.tenant_id, None)
+        if plan is None:
+            return self.local.route(call)  # DID = extension
+        decision = plan.decide(number, caller=call.caller, level=1, wall=self._wall())
+        return self._follow(call, decision, None, outbound_allowed=False)
+
+    def _busy(self, call: Call, trunk: str, most: int) -> bool:
+        """True (logged) when ``trunk`` already carries ``most`` calls."""
+        if self.counts.trunk(call.tenant_id, trunk) < most:
+            return False
+        log.warning("event=call_limit trunk=%s limit=%d", trunk, most)
+        return True
+
+    def _user_limit(self, policy: CallPolicy | None) -> float | None:
+        limits = []
+        if policy is not None:
+            if policy.max_call_seconds:
+                limits.append(float(policy.max_call_seconds))
+            if policy.free_account:
+                limits.append(float(self.free_seconds))
+        return min(limits) if limits else None
+
+    def _follow(
+        self, call: Call, decision: Decision, limit: float | None, *, outbound_allowed: bool
+    ) -> Route:
+        rule = decision.rule
+        number = decision.number
+        if rule is None:
+            return Route(status=decision.status or 404, callee=number)
+        if rule.max_seconds is not None:
+            limit = min(limit, float(rule.max_seconds)) if limit else float(rule.max_seconds)
+        action = rule.action
+        if action is Action.REJECT:
+            return Route(status=decision.status, callee=number)
+        if action in (Action.LOCAL, Action.FOLLOWME):
+            extension = rule.target if action is Action.FOLLOWME else (rule.target or number)
+            route = self.local.targets(call.tenant_id, call.domain, extension)
+            return _limited(route, limit)
+        if action is Action.TRUNK:
+            if not outbound_allowed:
+                log.warning(
+                    "event=toll_fraud_blocked from_trunk=%s to=%s", call.inbound_trunk, number
+                )
+                return Route(status=403, callee=number)
+            return self._trunk_route(
+                call, rule.target, rule.failover, number, rule.caller_id, limit
+            )
+        # Services (voicemail, attendant, calling card...) arrive with the media engine.
+        return Route(status=501, reason="Service Not Available", callee=number, kind="service")
+
+    def _trunk_route(
+        self,
+        call: Call,
+        name: str,
+        failover: str | None,
+        number: str,
+        caller_id: str | None,
+        limit: float | None,
+    ) -> Route:
+        targets = []
+        for trunk_name in (name, failover):
+            if trunk_name is None:
+                continue
+            trunk = self.config.trunks.get((call.tenant_id, trunk_name))
+            if trunk is None or trunk.destination is None:
+                log.warning("event=trunk_unavailable trunk=%s", trunk_name)
+                continue
+            most = trunk.max_calls_out
+            if most is not None and self._busy(call, trunk.name, most):
+                continue
+            shown = caller_id or trunk.caller_id or call.caller  # rule, trunk, extension
+            targets.append((trunk, _trunk_target(trunk, number, shown)))
+        if not targets:
+            return Route(status=503, reason="No Trunk Available", callee=number, kind="trunk")
+        (first, target), *rest = targets
+        return Route(
+            targets=(target,),
+            failover=tuple(t for _, t in rest),
+            callee=number,
+            kind="trunk",
+            trunk=first.name,
+            max_seconds=limit,
+        )
+
+
+def _trunk_target(trunk: TrunkRoute, number: str, shown: str) -> Target:
+    assert trunk.destination is not None
+    params: dict[str, str | None] = {"user": "phone"} if trunk.user_phone else {}
+    port = trunk.destination.port if trunk.destination.port != 5060 else None
+    return Target(
+        uri=SipUri(trunk.host, number, None, port, "sip", params),
+        destination=trunk.destination,
+        from_=NameAddr(SipUri(trunk.from_domain, shown)),
+        auth=trunk.auth,
+    )
+
+
+def _limited(route: Route, limit: float | None) -> Route:
+    if limit is None or not route.targets:
+        return route
+    seconds = min(route.max_seconds, limit) if route.max_seconds else limit
+    return Route(
+        targets=route.targets,
+        failover=route.failover,
+        status=route.status,
+        reason=route.reason,
+        callee=route.callee,
+        kind=route.kind,
+        trunk=route.trunk,
+        max_seconds=seconds,
+    )

@@ -1,0 +1,122 @@
+"""Everything call routing reads, loaded in one transaction for the PBX's memory cache.
+
+The router must not wait on the database, so the server keeps a snapshot of dial plans,
+rules, trunks and per-user call policies in memory and reloads it when one of the change
+counters (``users_version``, ``trunks_version``, ``dial_plans_version``) moves:
+:func:`routing_versions` is the cheap poll, :func:`load_routing_data` the reload.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import select
+
+from minipbx.store.crud import to_record
+from minipbx.store.db import Database
+from minipbx.store.models import (
+    DIAL_PLANS_VERSION,
+    TRUNKS_VERSION,
+    USERS_VERSION,
+    DialPlan,
+    Meta,
+    Tenant,
+    Trunk,
+    User,
+)
+from minipbx.store.models import DialPlanRule as RuleRow
+from minipbx.store.pbxrecords import DialPlanRule, TrunkRecord
+
+_COUNTERS = (USERS_VERSION, TRUNKS_VERSION, DIAL_PLANS_VERSION)
+
+
+@dataclass(frozen=True, slots=True)
+class CallPolicy:
+    """A user's limits and routing choices as the router needs them."""
+
+    user_id: int
+    tenant_id: int
+    extension: str
+    dial_plan_id: int | None
+    call_level: int
+    max_call_seconds: int | None
+    free_account: bool
+    max_concurrent_calls: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class PlanData:
+    """A dial plan with its rules in position order."""
+
+    id: int
+    tenant_id: int
+    name: str
+    rules: tuple[DialPlanRule, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingData:
+    """The snapshot: plans by id, each tenant's default plan, trunks, user policies."""
+
+    versions: tuple[int, ...]
+    plans: dict[int, PlanData]
+    tenant_plans: dict[int, int | None]
+    tenant_domains: dict[int, str]
+    trunks: tuple[TrunkRecord, ...]
+    policies: dict[int, CallPolicy]  # by user id
+
+
+async def routing_versions(db: Database) -> tuple[int, ...]:
+    """The change counters the snapshot depends on (one small read)."""
+    async with db.read("read routing versions") as session:
+        rows = dict(
+            (await session.execute(select(Meta.name, Meta.version).where(Meta.name.in_(_COUNTERS))))
+            .tuples()
+            .all()
+        )
+    return tuple(int(rows.get(name) or 0) for name in _COUNTERS)
+
+
+async def load_routing_data(db: Database) -> RoutingData:
+    """Read the whole snapshot in one transaction (consistent with its versions)."""
+    async with db.read("load routing data") as session:
+        rows = dict(
+            (await session.execute(select(Meta.name, Meta.version).where(Meta.name.in_(_COUNTERS))))
+            .tuples()
+            .all()
+        )
+        versions = tuple(int(rows.get(name) or 0) for name in _COUNTERS)
+        tenants = list(await session.scalars(select(Tenant)))
+        plans = {
+            p.id: PlanData(p.id, p.tenant_id, p.name, ())
+            for p in await session.scalars(select(DialPlan))
+        }
+        rules: dict[int, list[DialPlanRule]] = {}
+        stmt = select(RuleRow).order_by(RuleRow.dial_plan_id, RuleRow.position)
+        for row in await session.scalars(stmt):
+            rules.setdefault(row.dial_plan_id, []).append(to_record(DialPlanRule, row))
+        trunks = tuple(to_record(TrunkRecord, row) for row in await session.scalars(select(Trunk)))
+        policies = {
+            u.id: CallPolicy(
+                u.id,
+                u.tenant_id,
+                u.extension,
+                u.dial_plan_id,
+                u.call_level,
+                u.max_call_seconds,
+                u.free_account,
+                u.max_concurrent_calls,
+            )
+            for u in await session.scalars(select(User))
+        }
+    return RoutingData(
+        versions=versions,
+        plans={
+            pid: PlanData(p.id, p.tenant_id, p.name, tuple(rules.get(pid, ())))
+            for pid, p in plans.items()
+        },
+        tenant_plans={t.id: t.dial_plan_id for t in tenants},
+        tenant_domains={t.id: t.domain for t in tenants},
+        trunks=trunks,
+        policies=policies,
+    )
