@@ -25,14 +25,17 @@ from pathlib import Path
 
 from minipbx.config import Settings
 from minipbx.pbx.auth import RequestAuthenticator
-from minipbx.pbx.call import Call, CallSettings
+from minipbx.pbx.call import Call, CallSettings, InboundTrunk
 from minipbx.pbx.cdr_writer import CdrRecorder, CdrShipper, CdrSpool, CdrWriter
 from minipbx.pbx.core import CoreSettings, PbxCore
+from minipbx.pbx.dialplan_router import DialPlanRouter
 from minipbx.pbx.location import Aor, Binding, MemoryLocation
 from minipbx.pbx.ports import User
 from minipbx.pbx.registrar import Registrar, RegistrarConfig
 from minipbx.pbx.routing import LocalRouter
 from minipbx.pbx.security import Guard, GuardConfig
+from minipbx.pbx.trunk_registration import TrunkAccount
+from minipbx.routing_loader import RoutingLoader
 from minipbx.sip.digest import Algorithm, DigestAuthenticator
 from minipbx.sip.headers import NameAddr, Via
 from minipbx.sip.uri import SipUri
@@ -276,6 +279,7 @@ class App:
             on_committed=self.cdr_shipper.wake if self.cdr_shipper else lambda: None,
         )
         self.core: PbxCore | None = None
+        self.routing: RoutingLoader | None = None
         self._timer: asyncio.Handle | None = None
         self._timer_when = 0.0
         self._tasks: list[asyncio.Task[None]] = []
@@ -310,9 +314,10 @@ class App:
         )
         restored = registrar.restore(await self.registrations.load(time.time()), time.time())
         network = Network(self.transports, self.settings.public_address)
+        router = DialPlanRouter(LocalRouter(self.users, registrar, time.time), time.time)
         self.core = PbxCore(
             network=network,
-            router=LocalRouter(self.users, registrar, time.time),
+            router=router,
             listener=CdrRecorder(self.cdr_writer, self._wall_offset),
             authenticator=authenticator,
             registrar=registrar,
@@ -320,11 +325,16 @@ class App:
             wall_clock=time.time,
             settings=CoreSettings(calls=CallSettings(ring_timeout=self.settings.ring_timeout)),
             is_self=network.is_self,
+            trunk_of=self._trunk_of,
         )
+        router.counts = self.core.b2bua.counts
+        self.routing = RoutingLoader(self.db, router, self._configure_trunks)
+        await self.routing.load()
         await self._start_cdrs()
         await self.transports.start()
         self._tasks += [
             asyncio.create_task(self.directory.watch(1.0)),
+            asyncio.create_task(self.routing.watch(1.0)),
             asyncio.create_task(self._housekeeping()),
             asyncio.create_task(self._keepalives()),
         ]
@@ -350,6 +360,16 @@ class App:
                 exc or "timed out",
             )
         self._tasks.append(asyncio.create_task(self.cdr_shipper.run()))
+
+    def _trunk_of(self, source: Address) -> InboundTrunk | None:
+        routing = self.routing
+        return routing.trunk_of(source) if routing is not None else None
+
+    def _configure_trunks(self, accounts: list[TrunkAccount]) -> None:
+        """The loader's trunk list: start, refresh or drop registrations (sent at once)."""
+        if self.core is not None and self._loop is not None:
+            self.core.trunks.configure(accounts, self._loop.time())
+            self._flush()
 
     def _wall_offset(self) -> float:
         """Wall clock minus the loop's monotonic clock (CDR times are wall-clock UTC)."""
@@ -381,8 +401,9 @@ class App:
         core = self.core
         if core is not None and self._loop is not None:
             core.hangup_all(self._loop.time())
+            core.trunks.stop_all(self._loop.time())  # unregister from providers
             self._flush()
-            if core.b2bua.calls or core.layer.transaction_count:
+            if core.b2bua.calls or core.layer.transaction_count or core.trunks.trunks:
                 await asyncio.sleep(0.5)  # let BYEs out and their answers in
         await self.cdr_writer.close()
         if self._timer is not None:

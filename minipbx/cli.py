@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import logging
 import sys
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -174,6 +175,39 @@ def _cdr_export(args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
+def _route_test(args: argparse.Namespace) -> int:
+    at = _parse_time(args.at, "--at")
+
+    async def run() -> int:
+        from minipbx.pbx.dialplan_router import compile_routing, explain
+        from minipbx.routing_loader import resolve_trunks
+        from minipbx.store import Database, SqlTenantRepo, SqlUserRepo
+        from minipbx.store.routing_data import load_routing_data
+
+        db = Database(_settings(args).db_url)
+        try:
+            await db.upgrade()
+            await SqlTenantRepo(db).ensure_default()
+            user = await SqlUserRepo(db).get(args.caller, domain=args.domain)
+            if user is None:
+                raise CliError(
+                    f"no user {args.caller!r}" + (f" in {args.domain}" if args.domain else "")
+                )
+            data = await load_routing_data(db)
+            resolved = await resolve_trunks(data.trunks)
+        finally:
+            await db.close()
+        config = compile_routing(data, lambda t: resolved.get(t.id))
+        for problem in config.problems:
+            print(f"warning: {problem}")
+        wall = at.timestamp() if at is not None else time.time()
+        for line in explain(config, user.tenant_id, user.extension, args.to, wall):
+            print(line)
+        return 0
+
+    return asyncio.run(run())
+
+
 def _run(args: argparse.Namespace) -> int:
     from minipbx.app import run_server
 
@@ -250,6 +284,16 @@ def build_parser() -> argparse.ArgumentParser:
     upgrade = dbs.add_parser("upgrade", help="run the database migrations")
     _common(upgrade)
     upgrade.set_defaults(func=_db_upgrade)
+
+    route = sub.add_parser("route", help="dial plan tools")
+    routes = route.add_subparsers(dest="route_command", required=True, metavar="ACTION")
+    rtest = routes.add_parser("test", help="show how a call would be routed (no call placed)")
+    rtest.add_argument("--from", dest="caller", required=True, help="calling extension")
+    rtest.add_argument("--to", required=True, help="number dialled")
+    rtest.add_argument("--at", help="at this time (ISO 8601; default now; UTC without offset)")
+    rtest.add_argument("--domain", help="tenant SIP domain of the caller")
+    _common(rtest)
+    rtest.set_defaults(func=_route_test)
 
     cdr = sub.add_parser("cdr", help="call detail records")
     cdrs = cdr.add_subparsers(dest="cdr_command", required=True, metavar="ACTION")

@@ -296,3 +296,42 @@ def _limited(route: Route, limit: float | None) -> Route:
         trunk=route.trunk,
         max_seconds=seconds,
     )
+
+
+def explain(
+    config: RoutingConfig, tenant_id: int, caller: str, number: str, wall: float
+) -> list[str]:
+    """What the router would do with a call, as lines for ``minipbx route test``.
+
+    Dry run: no call is placed; registrations and concurrent-call limits are not looked at.
+    """
+    policy = config.policies.get((tenant_id, caller))
+    plan = config.plan_for(tenant_id, policy)
+    level = policy.call_level if policy is not None else 1
+    lines = [f"caller {caller} (call level {level}), dialled {number}"]
+    if plan is None:
+        return [*lines, "no dial plan: the call rings extension " + number + " of the tenant"]
+    lines.append(f"dial plan {plan.name!r}")
+    decision = plan.decide(number, caller=caller, level=level, wall=wall)
+    lines += ["  " + note for note in decision.explanation]
+    rule = decision.rule
+    if rule is None:
+        return [*lines, f"result: rejected with {decision.status}"]
+    result = f"result: {rule.action.value}"
+    if rule.action is Action.REJECT:
+        result += f" with {decision.status}"
+    elif rule.action is Action.TRUNK:
+        trunk = config.trunks.get((tenant_id, rule.target))
+        shown = rule.caller_id or (trunk.caller_id if trunk else None) or caller
+        state = "" if trunk and trunk.destination else " (trunk unknown or unresolved!)"
+        result += f" via trunk {rule.target}{state}, number {decision.number}, caller ID {shown}"
+        if rule.failover:
+            result += f", failover trunk {rule.failover}"
+    else:
+        result += f" {rule.target or decision.number}"
+    limits = [s for s in (rule.max_seconds, policy and policy.max_call_seconds) if s]
+    if policy is not None and policy.free_account:
+        limits.append(FREE_ACCOUNT_SECONDS)
+    if limits:
+        result += f", cut after {min(limits)} s"
+    return [*lines, result]

@@ -195,19 +195,32 @@ def currency() -> Check:
 
 
 def cidr_list() -> Check:
-    """Comma-separated IPv4/IPv6 networks or addresses, normalised (``10.0.0.0/8,::1/128``)."""
+    """Comma-separated IPv4/IPv6 networks or addresses, normalised (``10.0.0.0/8,::1/128``),
+    or ``address:port`` / ``[v6-address]:port`` for one source port only."""
 
     def check(field: str, value: Any) -> str:
         raw = text(multiline=False)(field, value)
         networks = []
         for item in filter(None, (part.strip() for part in raw.split(","))):
             try:
-                networks.append(str(ipaddress.ip_network(item, strict=False)))
+                networks.append(_source(item))
             except ValueError:
-                raise invalid(field, f"{item!r} is not an IP network") from None
+                raise invalid(field, f"{item!r} is not an IP network or address:port") from None
         return ",".join(networks)
 
     return check
+
+
+def _source(item: str) -> str:
+    """A network (normalised) or ``address:port``; ValueError otherwise."""
+    host, sep, port = item.rpartition(":")
+    if sep and (item.count(":") == 1 or host.startswith("[")):
+        address = ipaddress.ip_address(host.strip("[]"))
+        number = int(port)
+        if not 0 < number < 65536:
+            raise ValueError(item)
+        return f"[{address}]:{number}" if address.version == 6 else f"{address}:{number}"
+    return str(ipaddress.ip_network(item, strict=False))
 
 
 def name_list(max_len: int) -> Check:

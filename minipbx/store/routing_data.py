@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from minipbx.store.crud import to_record
 from minipbx.store.db import Database
@@ -69,23 +70,19 @@ class RoutingData:
 async def routing_versions(db: Database) -> tuple[int, ...]:
     """The change counters the snapshot depends on (one small read)."""
     async with db.read("read routing versions") as session:
-        rows = dict(
-            (await session.execute(select(Meta.name, Meta.version).where(Meta.name.in_(_COUNTERS))))
-            .tuples()
-            .all()
-        )
+        return await _versions(session)
+
+
+async def _versions(session: AsyncSession) -> tuple[int, ...]:
+    stmt = select(Meta.name, Meta.version).where(Meta.name.in_(_COUNTERS))
+    rows = {name: version for name, version in (await session.execute(stmt)).all()}
     return tuple(int(rows.get(name) or 0) for name in _COUNTERS)
 
 
 async def load_routing_data(db: Database) -> RoutingData:
     """Read the whole snapshot in one transaction (consistent with its versions)."""
     async with db.read("load routing data") as session:
-        rows = dict(
-            (await session.execute(select(Meta.name, Meta.version).where(Meta.name.in_(_COUNTERS))))
-            .tuples()
-            .all()
-        )
-        versions = tuple(int(rows.get(name) or 0) for name in _COUNTERS)
+        versions = await _versions(session)
         tenants = list(await session.scalars(select(Tenant)))
         plans = {
             p.id: PlanData(p.id, p.tenant_id, p.name, ())

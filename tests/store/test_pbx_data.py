@@ -232,7 +232,7 @@ async def test_trunk_crud(db: Database) -> None:
         username="acct",
         password=" secret ",
         register=True,
-        allowed_ips="192.0.2.7, 198.51.100.0/24",
+        allowed_ips="192.0.2.7, 198.51.100.0/24, 203.0.113.5:5070, [2001:db8::1]:5080",
         options='{"b": 1, "a": 2}',
     )
     assert (trunk.transport, trunk.port, trunk.register, trunk.register_expires) == (
@@ -243,7 +243,7 @@ async def test_trunk_crud(db: Database) -> None:
     )
     assert trunk.password == " secret "  # passwords are kept as given
     assert "secret" not in repr(trunk)
-    assert trunk.allowed_ips == "192.0.2.7/32,198.51.100.0/24"
+    assert trunk.allowed_ips == ("192.0.2.7/32,198.51.100.0/24,203.0.113.5:5070,[2001:db8::1]:5080")
     assert (trunk.options, trunk.codecs, trunk.enabled) == ('{"a":2,"b":1}', "PCMU,PCMA", True)
     assert await _version(db, "trunks_version") > before
 
@@ -278,6 +278,7 @@ async def test_trunk_crud(db: Database) -> None:
         ({"host": "h", "port": 70000}, "port"),
         ({"host": "h", "transport": "sctp"}, "transport"),
         ({"host": "h", "allowed_ips": "10.0.0.0/8,not-an-ip"}, "allowed_ips"),
+        ({"host": "h", "allowed_ips": "192.0.2.1:99999"}, "allowed_ips"),
         ({"host": "h", "options": "[1]"}, "options"),
         ({"host": "h", "options": "{bad"}, "options"),
         ({"host": "h", "codecs": ""}, "codecs"),
