@@ -202,11 +202,12 @@ class CallCounts:
     reads the counts when it decides on a new call.
     """
 
-    __slots__ = ("by_caller", "by_trunk")
+    __slots__ = ("by_caller", "by_tenant", "by_trunk")
 
     def __init__(self) -> None:
         self.by_caller: dict[tuple[int, str], int] = {}
         self.by_trunk: dict[tuple[int, str], int] = {}
+        self.by_tenant: dict[int, int] = {}
 
     def add(self, call: Call) -> None:
         """Count ``call``."""
@@ -217,6 +218,11 @@ class CallCounts:
         self._change(call, -1)
 
     def _change(self, call: Call, delta: int) -> None:
+        left = self.by_tenant.get(call.tenant_id, 0) + delta
+        if left > 0:
+            self.by_tenant[call.tenant_id] = left
+        else:
+            self.by_tenant.pop(call.tenant_id, None)
         if call.inbound_trunk is None:
             _bump(self.by_caller, (call.tenant_id, call.caller), delta)
         for trunk in {call.trunk, call.inbound_trunk} - {None}:
@@ -226,6 +232,10 @@ class CallCounts:
     def caller(self, tenant_id: int, caller: str) -> int:
         """Calls of a user in progress."""
         return self.by_caller.get((tenant_id, caller), 0)
+
+    def tenant(self, tenant_id: int) -> int:
+        """Calls of a tenant in progress (in and out)."""
+        return self.by_tenant.get(tenant_id, 0)
 
     def trunk(self, tenant_id: int, name: str) -> int:
         """Calls in progress through a trunk (in and out)."""

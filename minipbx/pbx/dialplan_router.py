@@ -27,7 +27,7 @@ from minipbx.pbx.routing import LocalRouter, called_number
 from minipbx.sip.headers import NameAddr
 from minipbx.sip.uri import SipUri
 from minipbx.store.pbxrecords import TrunkRecord
-from minipbx.store.routing_data import CallPolicy, RoutingData
+from minipbx.store.routing_data import CallPolicy, RoutingData, TenantLimits
 from minipbx.transport.address import Address
 
 log = logging.getLogger("minipbx.routing")
@@ -59,6 +59,7 @@ class RoutingConfig:
     tenant_plans: Mapping[int, int | None] = field(default_factory=dict)
     trunks: Mapping[tuple[int, str], TrunkRoute] = field(default_factory=dict)
     policies: Mapping[tuple[int, str], CallPolicy] = field(default_factory=dict)
+    tenant_limits: Mapping[int, TenantLimits] = field(default_factory=dict)
     problems: tuple[str, ...] = ()  # rules that could not be compiled (skipped)
     versions: tuple[int, ...] = ()
 
@@ -109,7 +110,13 @@ def compile_routing(
     }
     policies = {(p.tenant_id, p.extension): p for p in data.policies.values()}
     return RoutingConfig(
-        plans, dict(data.tenant_plans), trunks, policies, tuple(problems), data.versions
+        plans,
+        dict(data.tenant_plans),
+        trunks,
+        policies,
+        dict(data.tenant_limits),
+        tuple(problems),
+        data.versions,
     )
 
 
@@ -165,6 +172,11 @@ class DialPlanRouter:
         """The route of a new call (see the module docstring)."""
         cfg = self.config
         number = called_number(call)
+        quota = cfg.tenant_limits.get(call.tenant_id)
+        most = quota.max_concurrent_calls if quota is not None else None
+        if most is not None and self.counts.tenant(call.tenant_id) >= most:
+            log.warning("event=call_limit tenant=%d limit=%d", call.tenant_id, most)
+            return Route(status=503, reason="Tenant Call Limit", callee=number)
         if call.inbound_trunk is not None:
             return self._inbound(call, cfg, number)
         policy = cfg.policies.get((call.tenant_id, call.caller))
@@ -173,7 +185,7 @@ class DialPlanRouter:
             log.warning("event=call_limit caller=%s limit=%d", call.caller, most)
             return Route(status=403, reason="Too Many Calls", callee=number)
         plan = cfg.plan_for(call.tenant_id, policy)
-        limit = self._user_limit(policy)
+        limit = self._user_limit(policy, quota)
         if plan is None:
             return _limited(self.local.route(call), limit)
         level = policy.call_level if policy is not None else 1
@@ -189,7 +201,8 @@ class DialPlanRouter:
         if plan is None:
             return self.local.route(call)  # DID = extension
         decision = plan.decide(number, caller=call.caller, level=1, wall=self._wall())
-        return self._follow(call, decision, None, outbound_allowed=False)
+        limit = self._user_limit(None, cfg.tenant_limits.get(call.tenant_id))
+        return self._follow(call, decision, limit, outbound_allowed=False)
 
     def _busy(self, call: Call, trunk: str, most: int) -> bool:
         """True (logged) when ``trunk`` already carries ``most`` calls."""
@@ -198,13 +211,20 @@ class DialPlanRouter:
         log.warning("event=call_limit trunk=%s limit=%d", trunk, most)
         return True
 
-    def _user_limit(self, policy: CallPolicy | None) -> float | None:
-        limits = []
-        if policy is not None:
-            if policy.max_call_seconds:
-                limits.append(float(policy.max_call_seconds))
-            if policy.free_account:
-                limits.append(float(self.free_seconds))
+    def _user_limit(self, policy: CallPolicy | None, quota: TenantLimits | None) -> float | None:
+        """The shortest of the user's, the tenant's and the free tier's call lengths."""
+        limits = [
+            float(s)
+            for s in (
+                policy.max_call_seconds if policy else None,
+                quota.max_call_seconds if quota else None,
+            )
+            if s
+        ]
+        if (policy is not None and policy.free_account) or (
+            quota is not None and quota.free_account
+        ):
+            limits.append(float(self.free_seconds))
         return min(limits) if limits else None
 
     def _follow(

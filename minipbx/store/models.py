@@ -98,6 +98,12 @@ class Tenant(Base):
     dial_plan_id: Mapped[int | None] = mapped_column(
         ForeignKey("dial_plans.id", ondelete="SET NULL", use_alter=True)
     )
+    # Quotas of a hosted tenant (migration 0004); NULL: no limit.
+    max_users: Mapped[int | None] = mapped_column(Integer)
+    max_concurrent_calls: Mapped[int | None] = mapped_column(Integer)
+    max_call_seconds: Mapped[int | None] = mapped_column(Integer)
+    # The free tier: every call of the tenant is cut after the free-call length.
+    free_account: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class User(Base):

@@ -37,6 +37,10 @@ class TenantRecord:
     realm: str
     is_default: bool
     created_at: datetime
+    max_users: int | None = None  # quotas (None: no limit)
+    max_concurrent_calls: int | None = None
+    max_call_seconds: int | None = None
+    free_account: bool = False  # free tier: calls are cut after the free-call length
 
 
 @dataclass(frozen=True, slots=True)

@@ -98,6 +98,10 @@ class TenantRepo(Protocol):
         """Change a tenant's domain; its realm (and so every stored HA1) stays valid."""
         ...
 
+    async def set_quotas(self, domain: str, **quotas: int | bool | None) -> TenantRecord:
+        """Change a tenant's quotas (see :meth:`SqlTenantRepo.set_quotas`)."""
+        ...
+
     async def list_tenants(self) -> list[TenantRecord]:
         """Every tenant, ordered by domain."""
         ...
@@ -172,6 +176,10 @@ def tenant_record(row: Tenant) -> TenantRecord:
         realm=row.realm,
         is_default=row.is_default,
         created_at=row.created_at,
+        max_users=row.max_users,
+        max_concurrent_calls=row.max_concurrent_calls,
+        max_call_seconds=row.max_call_seconds,
+        free_account=row.free_account,
     )
 
 
@@ -271,11 +279,59 @@ class SqlTenantRepo:
             log.info("store.tenant_renamed old=%s new=%s realm=%s", old, new_domain, tenant.realm)
             return tenant_record(tenant)
 
+    async def set_quotas(self, domain: str, **quotas: int | bool | None) -> TenantRecord:
+        """Change a tenant's quotas: ``max_users``, ``max_concurrent_calls``,
+        ``max_call_seconds`` (positive or None for no limit), ``free_account`` (bool).
+
+        InvalidInputError names a bad field; lowering ``max_users`` below the users the
+        tenant has is allowed (it only stops new ones).
+        """
+        values = _check_quotas(quotas)
+        async with self._db.write("set tenant quotas") as session:
+            tenant = await _tenant_by_domain(session, domain)
+            if tenant is None:
+                raise NotFoundError(f"unknown domain {domain!r}")
+            for name, value in values.items():
+                setattr(tenant, name, value)
+            await session.flush()
+            await bump_version(session, USERS_VERSION)
+            log.info("store.tenant_quotas domain=%s %s", tenant.domain, values)
+            return tenant_record(tenant)
+
     async def list_tenants(self) -> list[TenantRecord]:
         """Every tenant, ordered by domain."""
         async with self._db.read("list tenants") as session:
             rows = await session.scalars(select(Tenant).order_by(Tenant.domain))
             return [tenant_record(row) for row in rows]
+
+
+_QUOTAS = ("max_users", "max_concurrent_calls", "max_call_seconds")
+
+
+def _check_quotas(quotas: dict[str, int | bool | None]) -> dict[str, int | bool | None]:
+    for name, value in quotas.items():
+        if name == "free_account":
+            if not isinstance(value, bool):
+                raise InvalidInputError(f"invalid free_account: {value!r} (true or false)")
+        elif name not in _QUOTAS:
+            raise InvalidInputError(f"unknown quota {name!r} (one of {', '.join(_QUOTAS)})")
+        elif value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 1
+        ):
+            raise InvalidInputError(f"invalid {name}: {value!r} (a positive number, or none)")
+    return quotas
+
+
+async def _check_room(session: AsyncSession, tenant: Tenant, adding: int) -> None:
+    """ConflictError when ``adding`` users would pass the tenant's ``max_users``."""
+    limit = tenant.max_users
+    if limit is None or adding <= 0:
+        return
+    have = await session.scalar(
+        select(func.count()).select_from(User).where(User.tenant_id == tenant.id)
+    )
+    if int(have or 0) + adding > limit:
+        raise ConflictError(f"domain {tenant.domain!r} has reached its limit of {limit} users")
 
 
 def _is_domain(domain: str) -> bool:
@@ -377,6 +433,7 @@ class SqlUserRepo:
                 raise ConflictError(
                     f"extension {extension!r} already exists in domain {tenant.domain!r}"
                 )
+            await _check_room(session, tenant, 1)
             creds = Credentials.from_password(extension, tenant.realm, password)
             user = User(
                 tenant_id=tenant.id,
@@ -553,6 +610,13 @@ async def _existing_ids(
 
 
 async def _apply_import(session: AsyncSession, plan: list[_ImportRow]) -> ImportResult:
+    new_per_tenant: dict[int, tuple[Tenant, int]] = {}
+    for item in plan:
+        if item.existing_id is None:
+            tenant, count = new_per_tenant.get(item.tenant.id, (item.tenant, 0))
+            new_per_tenant[item.tenant.id] = (tenant, count + 1)
+    for tenant, count in new_per_tenant.values():
+        await _check_room(session, tenant, count)
     now = utcnow()
     inserts: list[dict[str, Any]] = []
     updates: list[dict[str, Any]] = []

@@ -46,6 +46,15 @@ class CallPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class TenantLimits:
+    """A hosted tenant's call quotas (None: no limit)."""
+
+    max_concurrent_calls: int | None = None
+    max_call_seconds: int | None = None
+    free_account: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class PlanData:
     """A dial plan with its rules in position order."""
 
@@ -63,6 +72,7 @@ class RoutingData:
     plans: dict[int, PlanData]
     tenant_plans: dict[int, int | None]
     tenant_domains: dict[int, str]
+    tenant_limits: dict[int, TenantLimits]
     trunks: tuple[TrunkRecord, ...]
     policies: dict[int, CallPolicy]  # by user id
 
@@ -114,6 +124,10 @@ async def load_routing_data(db: Database) -> RoutingData:
         },
         tenant_plans={t.id: t.dial_plan_id for t in tenants},
         tenant_domains={t.id: t.domain for t in tenants},
+        tenant_limits={
+            t.id: TenantLimits(t.max_concurrent_calls, t.max_call_seconds, t.free_account)
+            for t in tenants
+        },
         trunks=trunks,
         policies=policies,
     )

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from minipbx.pbx.call import InboundTrunk, LegAuth
 from minipbx.pbx.dialplan import DialPlan, make_rule
 from minipbx.pbx.dialplan_router import DialPlanRouter, RoutingConfig, TrunkRoute
 from minipbx.pbx.routing import LocalRouter
-from minipbx.store.routing_data import CallPolicy
+from minipbx.store.routing_data import CallPolicy, TenantLimits
 from tests.pbx.phones import Net, Phone
 from tests.pbx.test_trunk_calls import Provider
 
@@ -128,3 +130,17 @@ def test_inbound_did_routes_locally_and_never_out_again() -> None:
     assert provider.invites == []
     caller.invite("5559999", authenticate=False)  # unknown DID
     assert caller.responses[-1].status == 404
+
+
+def test_tenant_quotas_concurrent_calls_and_free_tier() -> None:
+    net, alice, _, _ = _setup(LOCAL)
+    router = net.core.b2bua.router
+    assert isinstance(router, DialPlanRouter)
+    limits = {1: TenantLimits(max_concurrent_calls=1, free_account=True)}
+    router.config = dataclasses.replace(router.config, tenant_limits=limits)
+    alice.invite("101")
+    assert alice.responses[-1].status == 200
+    (call,) = net.core.calls
+    assert call.max_seconds == 60  # the tenant is on the free tier
+    alice.invite("101")
+    assert alice.responses[-1].status == 503  # the tenant's one call is up

@@ -107,7 +107,7 @@ def test_wrong_password_fails_and_backs_off() -> None:
     net.advance(wait + 1)
     second = net.core.trunks.statuses()[0]
     assert second.failures == 2 and len(registrar.registers) == 4
-    assert 30 <= (second.next_try or 0) - net.clock.now <= 60
+    assert 29 <= (second.next_try or 0) - net.clock.now <= 60  # 30-60 s after the failure
 
 
 def test_interval_too_brief_takes_min_expires() -> None:

@@ -32,6 +32,7 @@ from minipbx.store import (
     SqlVoicemailRepo,
     default_url,
     hash_token,
+    head_revision,
     new_token,
 )
 from minipbx.store.models import (
@@ -540,7 +541,7 @@ async def _check_upgrade_from_0002(db: Database) -> None:
             {"md5": "a" * 32, "sha": "b" * 64, "t": True, "now": now.replace(tzinfo=None)},
         )
     await db.upgrade()
-    assert await db.current_revision() == "0003"
+    assert await db.current_revision() == head_revision()
     user = await SqlUserRepo(db).get("100")
     assert user is not None and (user.id, user.display_name, user.ha1_md5) == (7, "Alice", "a" * 32)
     settings = await SqlUserSettingsRepo(db).get_settings(7)

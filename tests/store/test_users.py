@@ -213,3 +213,27 @@ def test_user_select_matches_record_fields() -> None:
     from minipbx.store.repos import USER_SELECT
 
     assert [c.name for c in USER_SELECT.selected_columns] == [f.name for f in fields(UserRecord)]
+
+
+async def test_tenant_quotas(users: SqlUserRepo, tenants: SqlTenantRepo) -> None:
+    await tenants.create("hosted.example")
+    record = await tenants.set_quotas(
+        "hosted.example", max_users=2, max_call_seconds=600, free_account=True
+    )
+    assert (record.max_users, record.max_call_seconds, record.free_account) == (2, 600, True)
+    assert record.max_concurrent_calls is None
+    await users.add("100", "pw", domain="hosted.example")
+    with pytest.raises(ConflictError, match="limit of 2 users"):
+        await users.import_csv(
+            "extension,password,domain\n101,pw,hosted.example\n102,pw,hosted.example\n"
+        )
+    assert len(await users.list_users(domain="hosted.example")) == 1  # nothing imported
+    await users.add("101", "pw", domain="hosted.example")
+    with pytest.raises(ConflictError, match=r"hosted\.example"):
+        await users.add("102", "pw", domain="hosted.example")
+    await users.add("102", "pw")  # the default tenant has no quota
+    for bad in ({"max_users": 0}, {"max_users": "5"}, {"free_account": 1}, {"max_calls": 3}):
+        with pytest.raises(InvalidInputError):
+            await tenants.set_quotas("hosted.example", **bad)  # type: ignore[arg-type]
+    with pytest.raises(NotFoundError):
+        await tenants.set_quotas("nowhere.example", max_users=None)
