@@ -117,6 +117,10 @@ class CdrMirror:
             max_overflow=0,
             pool_pre_ping=True,
             pool_recycle=3600,
+            # Every use is engine.begin(), which commits or rolls back itself; the pool's
+            # extra rollback on return only adds a round trip, and a server that died in
+            # between made SQLAlchemy log a traceback ("Exception during reset").
+            pool_reset_on_return=None,
             connect_args={"connect_timeout": connect_timeout},
         )
         self._table_ready = False

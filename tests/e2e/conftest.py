@@ -81,6 +81,11 @@ def _env() -> dict[str, str]:
     return env
 
 
+def run_cli(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    """Run ``minipbx ARGS`` to the end (without our MINIPBX_* settings); output as text."""
+    return subprocess.run(_cli(*args), env=_env(), capture_output=True, text=True, timeout=timeout)
+
+
 def _create_users(data_dir: Path, passwords: dict[str, str], env: dict[str, str]) -> None:
     """The first user with ``minipbx user add``, the rest with one ``minipbx user import``."""
     (first, first_pw), *rest = passwords.items()
@@ -98,17 +103,35 @@ def _users_csv(directory: Path, users: Sequence[tuple[str, str]]) -> Path:
     return path
 
 
-def _start(root: Path, passwords: dict[str, str]) -> Pbx:
-    """Start ``minipbx run`` on a free port (retried when another process takes the port)."""
+_launches = itertools.count()
+
+
+def start_pbx(
+    root: Path,
+    passwords: dict[str, str],
+    *,
+    config: str = "",
+    args: Sequence[str] = (),
+    port: int | None = None,
+    create_users: bool = True,
+) -> Pbx:
+    """Start ``minipbx run`` on a free port (retried when another process takes the port).
+
+    ``config`` is appended to the generated ``minipbx.toml``, ``args`` to the command line;
+    ``port`` pins the SIP port and ``create_users=False`` reuses ``root/data`` as it is
+    (a restart on the same data directory).
+    """
     env = _env()
     data_dir = root / "data"
-    _create_users(data_dir, passwords, env)
-    config = root / "minipbx.toml"
-    config.write_text(f"[calls]\nring_timeout = {RING_TIMEOUT}\n")
+    if create_users:
+        _create_users(data_dir, passwords, env)
+    config_path = root / "minipbx.toml"
+    config_path.write_text(f"[calls]\nring_timeout = {RING_TIMEOUT}\n{config}")
     problems = []
-    for attempt in range(3):
-        port = free_port(tcp=True)
-        stdout_path, stderr_path = root / f"stdout-{attempt}.log", root / f"stderr-{attempt}.log"
+    for attempt in range(3 if port is None else 1):
+        sip_port = free_port(tcp=True) if port is None else port
+        launch = next(_launches)
+        stdout_path, stderr_path = root / f"stdout-{launch}.log", root / f"stderr-{launch}.log"
         with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
             process = subprocess.Popen(
                 _cli(
@@ -116,20 +139,21 @@ def _start(root: Path, passwords: dict[str, str]) -> Pbx:
                     "--data-dir",
                     str(data_dir),
                     "--config",
-                    str(config),
+                    str(config_path),
                     "--bind",
                     HOST,
                     "--sip-port",
-                    str(port),
+                    str(sip_port),
                     "--http-port",
                     str(free_port(tcp=True)),
+                    *args,
                 ),
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=err,
             )
-        pbx = Pbx(port, data_dir, process, stderr_path, stdout_path, passwords)
+        pbx = Pbx(sip_port, data_dir, process, stderr_path, stdout_path, passwords)
 
         def answering(pbx: Pbx = pbx) -> bool:
             if pbx.process.poll() is not None:
@@ -140,7 +164,7 @@ def _start(root: Path, passwords: dict[str, str]) -> Pbx:
         if wait_for(answering, START_TIMEOUT, interval=0.1) and process.poll() is None:
             return pbx
         code = stop(process)
-        problems.append(f"attempt {attempt} port {port}: exit {code}\n{tail(pbx.log())}")
+        problems.append(f"attempt {attempt} port {sip_port}: exit {code}\n{tail(pbx.log())}")
         if "in use" not in pbx.log():
             break
     pytest.fail("minipbx run did not answer OPTIONS:\n" + "\n".join(problems))
@@ -159,7 +183,7 @@ def pbx_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pbx]:
     root = tmp_path_factory.mktemp("minipbx")
     extensions = (str(FIRST_EXTENSION + i) for i in range(USER_COUNT))
     passwords = {ext: f"pw{ext}-{os.urandom(4).hex()}" for ext in extensions}
-    pbx = _start(root, passwords)
+    pbx = start_pbx(root, passwords)
     yield pbx
     alive = pbx.process.poll() is None
     code = stop(pbx.process, STOP_TIMEOUT)

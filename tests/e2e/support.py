@@ -274,9 +274,12 @@ class Sipp:
     timeout: float = 20.0
     variables: Mapping[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
+    calls: int = 1  # -m: calls to make (a UAS: to take); 0 = no limit (a UAS serving a load)
+    trace_messages: bool = True  # -trace_msg: every message in messages.log (not for loads)
+    extra_args: Sequence[str] = ()  # more options, e.g. ("-r", "50", "-l", "100")
 
     def command(self) -> list[str]:
-        """The SIPp command line (UDP, loopback only, one call, bounded in time)."""
+        """The SIPp command line (UDP, loopback only, bounded in calls and time)."""
         media = free_port(span=(0, 2))
         control = free_port()
         cmd = [
@@ -284,8 +287,7 @@ class Sipp:
             f"{HOST}:{self.pbx_port}",
             "-sf",
             str(SCENARIOS / self.scenario),
-            "-m",
-            "1",
+            *(["-m", str(self.calls)] if self.calls else []),
             "-i",
             HOST,
             "-p",
@@ -308,12 +310,11 @@ class Sipp:
             "-trace_err",
             "-error_file",
             "errors.log",
-            "-trace_msg",
-            "-message_file",
-            "messages.log",
+            *(["-trace_msg", "-message_file", "messages.log"] if self.trace_messages else []),
             "-trace_screen",
             "-screen_file",
             "screen.log",
+            *self.extra_args,
         ]
         if self.rows:
             (self.workdir / "injection.csv").write_text(
