@@ -32,7 +32,7 @@ from minipbx.pbx.routing import number_of
 from minipbx.pbx.security import Guard
 from minipbx.pbx.trunk_registration import TrunkRegistrations
 from minipbx.sip.errors import ParseError
-from minipbx.sip.headers import NameAddr
+from minipbx.sip.headers import NameAddr, parse_name_addr_list
 from minipbx.sip.message import Request, Response, build_request
 from minipbx.sip.transaction import (
     AckReceived,
@@ -83,6 +83,21 @@ class CoreSettings:
     user_agent: str = "minipbx"
     timers: TimerSettings = field(default_factory=TimerSettings)
     calls: CallSettings = field(default_factory=CallSettings)
+
+
+def _asserted_caller(request: Request) -> str:
+    """The caller number of an INVITE from a trusted trunk: its P-Asserted-Identity
+    (RFC 3325 9.1, a trusted peer's assertion), else its From user."""
+    for value in request.headers.get_all("P-Asserted-Identity"):
+        try:
+            identities = parse_name_addr_list(value, "P-Asserted-Identity")
+        except ParseError:
+            continue
+        for identity in identities:
+            number = number_of(identity.uri)
+            if number:
+                return number
+    return number_of(request.from_.uri)
 
 
 class PbxCore:
@@ -298,7 +313,7 @@ class PbxCore:
                 tx,
                 request,
                 source,
-                caller=number_of(request.from_.uri),
+                caller=_asserted_caller(request),
                 tenant_id=trunk.tenant_id,
                 domain=trunk.domain,
                 now=now,
@@ -351,7 +366,7 @@ class PbxCore:
                 tx,
                 request,
                 source,
-                caller=number_of(request.from_.uri),
+                caller=_asserted_caller(request),
                 tenant_id=trunk.tenant_id,
                 domain=trunk.domain,
                 now=now,

@@ -49,6 +49,7 @@ class TrunkRoute:
     max_calls_out: int | None
     max_calls_in: int | None
     user_phone: bool
+    identity: str = "pai"  # how the caller is asserted: "pai" (RFC 3325), "rpid" or "none"
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +124,8 @@ def compile_routing(
 def _compile_trunk(trunk: TrunkRecord, destination: Address | None) -> TrunkRoute:
     secret = trunk.password
     user = trunk.auth_username or trunk.username
+    options = _options(trunk.options)
+    identity = str(options.get("identity", "pai")).lower()
     return TrunkRoute(
         name=trunk.name,
         tenant_id=trunk.tenant_id,
@@ -133,7 +136,8 @@ def _compile_trunk(trunk: TrunkRecord, destination: Address | None) -> TrunkRout
         auth=LegAuth(user, secret) if user and secret else None,
         max_calls_out=trunk.max_calls_out,
         max_calls_in=trunk.max_calls_in,
-        user_phone=_options(trunk.options).get("user_phone") is True,
+        user_phone=options.get("user_phone") is True,
+        identity=identity if identity in ("pai", "rpid", "none") else "pai",
     )
 
 
@@ -276,7 +280,8 @@ class DialPlanRouter:
             if most is not None and self._busy(call, trunk.name, most):
                 continue
             shown = caller_id or trunk.caller_id or call.caller  # rule, trunk, extension
-            targets.append((trunk, _trunk_target(trunk, number, shown)))
+            private = "id" in (call.invite.headers.get("Privacy") or "").lower()
+            targets.append((trunk, _trunk_target(trunk, number, shown, private)))
         if not targets:
             return Route(status=503, reason="No Trunk Available", callee=number, kind="trunk")
         (first, target), *rest = targets
@@ -290,15 +295,34 @@ class DialPlanRouter:
         )
 
 
-def _trunk_target(trunk: TrunkRoute, number: str, shown: str) -> Target:
+ANONYMOUS = NameAddr(SipUri("anonymous.invalid", "anonymous"), "Anonymous")
+
+
+def _trunk_target(trunk: TrunkRoute, number: str, shown: str, private: bool) -> Target:
+    """The INVITE's target at a trunk: Request-URI, From (caller ID) and identity headers.
+
+    ``private`` (the caller sent ``Privacy: id``): From is anonymous (RFC 3323 4.1.1.3);
+    the asserted identity still goes to the provider, with ``Privacy: id`` asking it to
+    withhold it (RFC 3325 9.3); Remote-Party-ID says the same with ``privacy=full``.
+    """
     assert trunk.destination is not None
     params: dict[str, str | None] = {"user": "phone"} if trunk.user_phone else {}
     port = trunk.destination.port if trunk.destination.port != 5060 else None
+    identity = NameAddr(SipUri(trunk.from_domain, shown))
+    headers: list[tuple[str, str]] = []
+    if trunk.identity == "pai":
+        headers.append(("P-Asserted-Identity", str(identity)))
+        if private:
+            headers.append(("Privacy", "id"))
+    elif trunk.identity == "rpid":
+        privacy = "full" if private else "off"
+        headers.append(("Remote-Party-ID", f"{identity};party=calling;privacy={privacy}"))
     return Target(
         uri=SipUri(trunk.host, number, None, port, "sip", params),
         destination=trunk.destination,
-        from_=NameAddr(SipUri(trunk.from_domain, shown)),
+        from_=ANONYMOUS if private else identity,
         auth=trunk.auth,
+        headers=tuple(headers),
     )
 
 

@@ -9,7 +9,7 @@ from minipbx.pbx.dialplan import DialPlan, make_rule
 from minipbx.pbx.dialplan_router import DialPlanRouter, RoutingConfig, TrunkRoute
 from minipbx.pbx.routing import LocalRouter
 from minipbx.store.routing_data import CallPolicy, TenantLimits
-from tests.pbx.phones import Net, Phone
+from tests.pbx.phones import Net, Phone, sdp
 from tests.pbx.test_trunk_calls import Provider
 
 PLAN = 7
@@ -144,3 +144,45 @@ def test_tenant_quotas_concurrent_calls_and_free_tier() -> None:
     assert call.max_seconds == 60  # the tenant is on the free tier
     alice.invite("101")
     assert alice.responses[-1].status == 503  # the tenant's one call is up
+
+
+def test_asserted_identity_and_privacy_toward_the_trunk() -> None:
+    _, alice, _, provider = _setup(LOCAL, {**OUT, "caller_id": "+441234"})
+    alice.invite("02071234567")
+    sent = provider.invites[-1]
+    assert sent.headers.get("P-Asserted-Identity") == "<sip:+441234@voip.example.net>"
+    assert sent.headers.get("Privacy") is None
+    private = alice._request(
+        "INVITE",
+        "02071234567",
+        "02071234567",
+        body=sdp(4071),
+        content_type="application/sdp",
+    )
+    private.headers.set("Privacy", "id")
+    alice.send(private)
+    alice.send(alice._retry_with_auth(private, alice.responses[-1]))
+    hidden = provider.invites[-1]
+    assert hidden.from_.uri.user == "anonymous" and hidden.from_.display == "Anonymous"
+    assert hidden.headers.get("P-Asserted-Identity") == "<sip:+441234@voip.example.net>"
+    assert hidden.headers.get("Privacy") == "id"
+
+
+def test_inbound_caller_is_the_asserted_identity() -> None:
+    net, _, _, _ = _setup({"pattern": "5551000", "action": "local", "target": "101"})
+    trunk = InboundTrunk("prov", 1, "default")
+    caller = net.phone("gateway", 5095)
+    net.core._trunk_of = lambda source: trunk if source == caller.addr else None
+    invite = caller._request(
+        "INVITE",
+        "5551000",
+        "5551000",
+        body=sdp(4095),
+        content_type="application/sdp",
+    )
+    identity = '"Bob" <sip:+4420777@carrier.example>, <tel:+4420777>'
+    invite.headers.set("P-Asserted-Identity", identity)
+    caller.send(invite)
+    assert caller.responses[-1].status == 200
+    (call,) = net.core.calls
+    assert call.caller == "+4420777"
