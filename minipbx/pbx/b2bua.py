@@ -205,6 +205,7 @@ class B2BUA:
         headers += _copied(a)
         headers += target.headers
         headers += extra
+        body = a.body if target.body is None else target.body
         return _build_request(
             "INVITE",
             target.uri,
@@ -215,8 +216,8 @@ class B2BUA:
             cseq=cseq,
             max_forwards=forwards,
             headers=headers,
-            body=a.body,
-            content_type=a.headers.get("Content-Type") if a.body else None,
+            body=body,
+            content_type=a.headers.get("Content-Type") if body else None,
         )
 
     def _answer_challenge(self, call: Call, leg: BLeg, response: Response, now: float) -> bool:

@@ -58,6 +58,7 @@ class Target:
     from_: NameAddr | None = None  # From of the B leg (caller ID at a trunk); None: caller's
     auth: LegAuth | None = None  # answer one digest challenge of this target with these
     headers: tuple[tuple[str, str], ...] = ()  # added to the INVITE (P-Asserted-Identity...)
+    body: bytes | None = None  # the SDP offer to send (codecs restricted); None: the caller's
 
 
 @dataclass(frozen=True, slots=True)

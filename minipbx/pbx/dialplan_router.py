@@ -19,12 +19,15 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from minipbx.pbx.call import Call, CallCounts, LegAuth, Route, Target
 from minipbx.pbx.dialplan import Action, Decision, DialPlan, DialPlanError, make_rule
 from minipbx.pbx.routing import LocalRouter, called_number
+from minipbx.sip.errors import ParseError
 from minipbx.sip.headers import NameAddr
+from minipbx.sip.offer_answer import restrict_codecs
+from minipbx.sip.sdp import SessionDescription
 from minipbx.sip.uri import SipUri
 from minipbx.store.pbxrecords import TrunkRecord
 from minipbx.store.routing_data import CallPolicy, RoutingData, TenantLimits
@@ -50,6 +53,7 @@ class TrunkRoute:
     max_calls_in: int | None
     user_phone: bool
     identity: str = "pai"  # how the caller is asserted: "pai" (RFC 3325), "rpid" or "none"
+    codecs: tuple[str, ...] = ()  # audio codecs the trunk may be offered (empty: any)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +142,7 @@ def _compile_trunk(trunk: TrunkRecord, destination: Address | None) -> TrunkRout
         max_calls_in=trunk.max_calls_in,
         user_phone=options.get("user_phone") is True,
         identity=identity if identity in ("pai", "rpid", "none") else "pai",
+        codecs=tuple(c.strip() for c in trunk.codecs.split(",") if c.strip()),
     )
 
 
@@ -269,6 +274,7 @@ class DialPlanRouter:
         limit: float | None,
     ) -> Route:
         targets = []
+        refused = False
         for trunk_name in (name, failover):
             if trunk_name is None:
                 continue
@@ -281,8 +287,16 @@ class DialPlanRouter:
                 continue
             shown = caller_id or trunk.caller_id or call.caller  # rule, trunk, extension
             private = "id" in (call.invite.headers.get("Privacy") or "").lower()
-            targets.append((trunk, _trunk_target(trunk, number, shown, private)))
+            offer = _offer_for(call, trunk.codecs)
+            if offer is None:
+                log.info("event=no_common_codec trunk=%s codecs=%s", trunk.name, trunk.codecs)
+                refused = True
+                continue
+            target = _trunk_target(trunk, number, shown, private)
+            targets.append((trunk, replace(target, body=offer) if offer else target))
         if not targets:
+            if refused:  # RFC 3261 21.4.26: nothing in the offer the trunk may carry
+                return Route(status=488, callee=number, kind="trunk")
             return Route(status=503, reason="No Trunk Available", callee=number, kind="trunk")
         (first, target), *rest = targets
         return Route(
@@ -293,6 +307,22 @@ class DialPlanRouter:
             trunk=first.name,
             max_seconds=limit,
         )
+
+
+def _offer_for(call: Call, codecs: tuple[str, ...]) -> bytes | None:
+    """The caller's SDP offer cut down to the trunk's codecs: b"" to send it unchanged
+    (no restriction, no or unreadable SDP: the far end decides), None when nothing is left."""
+    body = call.invite.body
+    if not codecs or not body:
+        return b""
+    try:
+        offer = SessionDescription.parse(body)
+    except ParseError:
+        return b""
+    restricted = restrict_codecs(offer, codecs)
+    if restricted is None:
+        return None
+    return b"" if restricted == offer else bytes(restricted)
 
 
 ANONYMOUS = NameAddr(SipUri("anonymous.invalid", "anonymous"), "Anonymous")

@@ -5,7 +5,7 @@ Split from :mod:`minipbx.sip.sdp`, which holds the data model and parser.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from minipbx.sip.sdp import (
@@ -200,20 +200,54 @@ def negotiated_codec(
 # --- media relay and hold --------------------------------------------------------------------
 
 
-def _drop_ice(
-    section: MediaDescription | SessionDescription,
+def _drop_attributes(
+    section: MediaDescription | SessionDescription, drop: Callable[[Attribute], bool]
 ) -> tuple[tuple[Attribute, ...], tuple[OtherLine, ...]]:
-    """Attributes without ICE ones; verbatim lines moved so they keep their place."""
+    """Attributes without those ``drop`` picks; verbatim lines moved to keep their place."""
     header = len(section._known_lines()) - len(section.attributes)
-    # RFC 8839 5: candidate attributes and ice-* ones describe the party's own ICE agent.
-    ice = [k in ICE_CANDIDATE_ATTRIBUTES or k.startswith("ice-") for k, _ in section.attributes]
-    dropped = [header + i for i, is_ice in enumerate(ice) if is_ice]
-    kept = tuple(a for a, is_ice in zip(section.attributes, ice, strict=True) if not is_ice)
+    marks = [drop(a) for a in section.attributes]
+    dropped = [header + i for i, gone in enumerate(marks) if gone]
+    kept = tuple(a for a, gone in zip(section.attributes, marks, strict=True) if not gone)
     others = tuple(
         replace(line, position=line.position - sum(k < line.position for k in dropped))
         for line in section.other_lines
     )
     return kept, others
+
+
+def _drop_ice(
+    section: MediaDescription | SessionDescription,
+) -> tuple[tuple[Attribute, ...], tuple[OtherLine, ...]]:
+    """Attributes without ICE ones (RFC 8839 5: they describe the party's own ICE agent)."""
+    return _drop_attributes(
+        section, lambda a: a[0] in ICE_CANDIDATE_ATTRIBUTES or a[0].startswith("ice-")
+    )
+
+
+def restrict_codecs(sdp: SessionDescription, allowed: Iterable[str]) -> SessionDescription | None:
+    """The offer with only ``allowed`` codecs (encoding names, any case) in its audio
+    streams, telephone-event kept; None when an active audio stream would be left with no
+    codec (the caller then gets 488, RFC 3261 21.4.26). Other media are left alone."""
+    wanted = {name.upper() for name in allowed} | {"TELEPHONE-EVENT"}
+    media = []
+    for m in sdp.media:
+        if m.media != "audio" or m.port == 0:
+            media.append(m)
+            continue
+        maps = m.rtpmaps()
+        keep = tuple(f for f in m.formats if f in maps and maps[f].encoding.upper() in wanted)
+        if not any(maps[f].encoding.upper() != "TELEPHONE-EVENT" for f in keep):
+            return None
+        gone = set(m.formats) - set(keep)
+
+        def payload_gone(attr: Attribute, gone: set[str] = gone) -> bool:
+            name, value = attr
+            fields = (value or "").split(None, 1)
+            return name in ("rtpmap", "fmtp") and bool(fields) and fields[0] in gone
+
+        attributes, others = _drop_attributes(m, payload_gone)
+        media.append(replace(m, formats=keep, attributes=attributes, other_lines=others))
+    return replace(sdp, media=tuple(media))
 
 
 def _relay_media(

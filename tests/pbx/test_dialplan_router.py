@@ -11,6 +11,7 @@ from minipbx.pbx.routing import LocalRouter
 from minipbx.store.routing_data import CallPolicy, TenantLimits
 from tests.pbx.phones import Net, Phone, sdp
 from tests.pbx.test_trunk_calls import Provider
+from tests.sip.test_sdp import OFFER_MANY
 
 PLAN = 7
 
@@ -186,3 +187,23 @@ def test_inbound_caller_is_the_asserted_identity() -> None:
     assert caller.responses[-1].status == 200
     (call,) = net.core.calls
     assert call.caller == "+4420777"
+
+
+def test_trunk_codecs_restrict_the_offer() -> None:
+    net, alice, _, provider = _setup(LOCAL, OUT)
+    router = net.core.b2bua.router
+    assert isinstance(router, DialPlanRouter)
+    trunk = router.config.trunks[(1, "prov")]
+    trunks = {(1, "prov"): dataclasses.replace(trunk, codecs=("PCMA",))}
+    router.config = dataclasses.replace(router.config, trunks=trunks)
+    offer = OFFER_MANY.encode()
+    invite = alice._request("INVITE", "0207", "0207", body=offer, content_type="application/sdp")
+    alice.send(invite)
+    alice.send(alice._retry_with_auth(invite, alice.responses[-1]))
+    sent = provider.invites[-1].body.decode()
+    assert "m=audio 4000 RTP/AVP 8 101" in sent and "PCMU" not in sent
+    only_g722 = {(1, "prov"): dataclasses.replace(trunk, codecs=("G722",))}
+    router.config = dataclasses.replace(router.config, trunks=only_g722)
+    count = len(provider.invites)
+    alice.invite("0207")  # PCMU only: nothing the trunk may carry
+    assert alice.responses[-1].status == 488 and len(provider.invites) == count

@@ -17,6 +17,7 @@ from minipbx.sip.offer_answer import (
     build_offer,
     is_hold,
     negotiated_codec,
+    restrict_codecs,
     rewrite_connection,
 )
 from minipbx.sip.sdp import (
@@ -771,3 +772,28 @@ def test_rewrite_and_answer_never_crash_on_valid_sessions(
         return
     assert len(answered.media) == len(sdp.media)
     assert SessionDescription.parse(bytes(answered)) == answered
+
+
+OFFER_MANY = (
+    "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+    "m=audio 4000 RTP/AVP 0 8 18 101\r\n"
+    "a=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:18 G729/8000\r\n"
+    "a=fmtp:18 annexb=no\r\nx=verbatim line kept\r\n"
+    "a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=sendrecv\r\n"
+    "m=video 5000 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n"
+)
+
+
+def test_restrict_codecs_keeps_allowed_and_dtmf() -> None:
+    offer = SessionDescription.parse(OFFER_MANY)
+    cut = restrict_codecs(offer, ["pcma"])
+    assert cut is not None
+    audio, video = cut.media
+    assert audio.formats == ("8", "101")
+    text = bytes(cut).decode()
+    assert "G729" not in text and "annexb" not in text and "PCMU" not in text
+    assert "a=fmtp:101 0-16" in text and "x=verbatim line kept" in text
+    assert video == offer.media[1]  # other media untouched
+    assert SessionDescription.parse(text) == cut  # still a valid SDP
+    assert restrict_codecs(offer, ["G722"]) is None  # only DTMF would be left
+    assert restrict_codecs(offer, ["PCMU", "PCMA", "G729"]) == offer
