@@ -107,6 +107,19 @@ def _compile(body: str, text: str) -> tuple[re.Pattern[str], int, int, bool]:
     return re.compile("".join(out)), literals, classes, fixed
 
 
+def to_e164(number: str, country: str, *, international: str = "00", national: str = "0") -> str:
+    """``number`` in E.164 form (``+`` and digits) where it can tell: ``00...`` -> ``+...``,
+    ``0...`` -> ``+<country>...``; an E.164 number stays, anything else (a short or
+    subscriber number, a feature code) is left as dialled."""
+    if number.startswith("+") or not number.isdigit():
+        return number
+    if international and number.startswith(international):
+        return "+" + number[len(international) :]
+    if national and number.startswith(national):
+        return "+" + country + number[len(national) :]
+    return number
+
+
 # --- time conditions -------------------------------------------------------------------------
 
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")

@@ -22,13 +22,20 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
 from minipbx.pbx.call import Call, CallCounts, LegAuth, Route, Target
-from minipbx.pbx.dialplan import Action, Decision, DialPlan, DialPlanError, make_rule
+from minipbx.pbx.dialplan import (
+    Action,
+    Decision,
+    DialPlan,
+    DialPlanError,
+    make_rule,
+    to_e164,
+)
 from minipbx.pbx.routing import LocalRouter, called_number
 from minipbx.sip.errors import ParseError
 from minipbx.sip.headers import NameAddr
 from minipbx.sip.offer_answer import restrict_codecs
 from minipbx.sip.sdp import SessionDescription
-from minipbx.sip.uri import SipUri
+from minipbx.sip.uri import SipUri, TelUri, Uri
 from minipbx.store.pbxrecords import TrunkRecord
 from minipbx.store.routing_data import CallPolicy, RoutingData, TenantLimits
 from minipbx.transport.address import Address
@@ -54,6 +61,8 @@ class TrunkRoute:
     user_phone: bool
     identity: str = "pai"  # how the caller is asserted: "pai" (RFC 3325), "rpid" or "none"
     codecs: tuple[str, ...] = ()  # audio codecs the trunk may be offered (empty: any)
+    e164: str = ""  # country code: numbers and caller IDs sent in E.164 form ("": as is)
+    tel_uri: bool = False  # Request-URI and To as tel: URIs (RFC 3966) instead of sip:
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +139,7 @@ def _compile_trunk(trunk: TrunkRecord, destination: Address | None) -> TrunkRout
     user = trunk.auth_username or trunk.username
     options = _options(trunk.options)
     identity = str(options.get("identity", "pai")).lower()
+    country = str(options.get("e164", ""))
     return TrunkRoute(
         name=trunk.name,
         tenant_id=trunk.tenant_id,
@@ -143,6 +153,8 @@ def _compile_trunk(trunk: TrunkRecord, destination: Address | None) -> TrunkRout
         user_phone=options.get("user_phone") is True,
         identity=identity if identity in ("pai", "rpid", "none") else "pai",
         codecs=tuple(c.strip() for c in trunk.codecs.split(",") if c.strip()),
+        e164=country if country.isdigit() else "",
+        tel_uri=options.get("uri") == "tel",
     )
 
 
@@ -336,9 +348,14 @@ def _trunk_target(trunk: TrunkRoute, number: str, shown: str, private: bool) -> 
     withhold it (RFC 3325 9.3); Remote-Party-ID says the same with ``privacy=full``.
     """
     assert trunk.destination is not None
+    if trunk.e164:
+        number, shown = to_e164(number, trunk.e164), to_e164(shown, trunk.e164)
     params: dict[str, str | None] = {"user": "phone"} if trunk.user_phone else {}
     port = trunk.destination.port if trunk.destination.port != 5060 else None
     identity = NameAddr(SipUri(trunk.from_domain, shown))
+    uri: Uri = SipUri(trunk.host, number, None, port, "sip", params)
+    if trunk.tel_uri:
+        uri = TelUri(number)
     headers: list[tuple[str, str]] = []
     if trunk.identity == "pai":
         headers.append(("P-Asserted-Identity", str(identity)))
@@ -348,7 +365,7 @@ def _trunk_target(trunk: TrunkRoute, number: str, shown: str, private: bool) -> 
         privacy = "full" if private else "off"
         headers.append(("Remote-Party-ID", f"{identity};party=calling;privacy={privacy}"))
     return Target(
-        uri=SipUri(trunk.host, number, None, port, "sip", params),
+        uri=uri,
         destination=trunk.destination,
         from_=ANONYMOUS if private else identity,
         auth=trunk.auth,

@@ -34,6 +34,8 @@ async def _fill(db: Database) -> None:
         register=True,
         allowed_ips="10.1.0.0/16, 192.0.2.7, 198.51.100.1:5070",
         caller_id="+441234",
+        options='{"e164": "44", "uri": "tel", "identity": "rpid", "user_phone": true}',
+        codecs="PCMA, G722",
     )
     plans = SqlDialPlanRepo(db)
     plan = await plans.add(tenant.id, "office")
@@ -63,6 +65,13 @@ async def test_loader_compiles_plans_trunks_and_trusted_sources(tmp_path: Path) 
     trunk = config.trunks[(1, "prov")]
     assert trunk.destination == Address("udp", "127.0.0.1", 5099)
     assert trunk.auth is not None and trunk.auth.username == "acct"
+    assert (trunk.e164, trunk.tel_uri, trunk.identity, trunk.user_phone) == (
+        "44",
+        True,
+        "rpid",
+        True,
+    )
+    assert trunk.codecs == ("PCMA", "G722")
     (registering,) = accounts[-1]
     assert registering.registrar == Address("udp", "127.0.0.1", 5099)
     assert registering.username == "acct" and registering.name == "1/prov"

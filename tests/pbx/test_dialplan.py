@@ -16,6 +16,7 @@ from minipbx.pbx.dialplan import (
     Pattern,
     TimeCondition,
     make_rule,
+    to_e164,
 )
 
 PARIS = ZoneInfo("Europe/Paris")
@@ -222,3 +223,18 @@ def test_disabled_rules_are_ignored() -> None:
     )
     chosen = rules.decide("123", caller="1", level=1, wall=0).rule
     assert chosen is not None and chosen.target == "b"
+
+
+@pytest.mark.parametrize(
+    ("number", "e164"),
+    [
+        ("02071234567", "+442071234567"),
+        ("0033123456", "+33123456"),
+        ("+15551234", "+15551234"),
+        ("1234", "1234"),  # a subscriber number: no area code to add
+        ("*97", "*97"),
+        ("", ""),
+    ],
+)
+def test_to_e164(number: str, e164: str) -> None:
+    assert to_e164(number, "44") == e164

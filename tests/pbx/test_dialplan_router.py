@@ -207,3 +207,24 @@ def test_trunk_codecs_restrict_the_offer() -> None:
     count = len(provider.invites)
     alice.invite("0207")  # PCMU only: nothing the trunk may carry
     assert alice.responses[-1].status == 488 and len(provider.invites) == count
+
+
+def test_trunk_e164_and_tel_uri_options() -> None:
+    net, alice, _, provider = _setup(
+        LOCAL,
+        {
+            "pattern": "9",
+            "action": "trunk",
+            "target": "prov",
+            "strip": 1,
+            "caller_id": "01632960001",
+        },
+    )
+    router = net.core.b2bua.router
+    assert isinstance(router, DialPlanRouter)
+    trunk = dataclasses.replace(router.config.trunks[(1, "prov")], e164="44", tel_uri=True)
+    router.config = dataclasses.replace(router.config, trunks={(1, "prov"): trunk})
+    alice.invite("902071234567")
+    sent = provider.invites[-1]
+    assert str(sent.uri) == "tel:+442071234567"
+    assert sent.from_.uri.user == "+441632960001"  # the caller ID too
