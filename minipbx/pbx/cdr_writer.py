@@ -327,14 +327,15 @@ class CdrShipper:
             self.failing_since = now
         if first or str(exc) != self.last_error or now - self._last_report >= self._report_every:
             self._last_report = now
-            queued = "?"
+            queued, lag = "?", "?"
             with contextlib.suppress(StoreError):
-                queued = str((await self._repo.backlog(self._sink.target)).count)
+                status = await self.status()
+                queued, lag = str(status.queued), f"{status.lag_seconds:.0f}s"
             log.error(
-                "event=cdr_mirror_failed target=%s queued=%s error=%s "
+                "event=cdr_mirror_failed queued=%s lag=%s error=%s "
                 "(CDRs stay queued in the local database and are retried)",
-                self._sink.display_url,
                 queued,
+                lag,
                 exc,
             )
         self.last_error = str(exc)
