@@ -360,19 +360,6 @@ class PbxCore:
         if self.messages is None:
             self._reply(tx, request, 405, now, [("Allow", ALLOW)])
             return
-        trunk = self._trunk_of(source)
-        if trunk is not None:  # an IP-authenticated trunk: routed by DID, never to a trunk
-            self.b2bua.new_call(
-                tx,
-                request,
-                source,
-                caller=_asserted_caller(request),
-                tenant_id=trunk.tenant_id,
-                domain=trunk.domain,
-                now=now,
-                inbound_trunk=trunk.name,
-            )
-            return
         user = self._authenticated(tx, request, source, now)
         if user is not None:
             self.messages.handle(tx, request, user, now)

@@ -176,3 +176,16 @@ def test_inbound_call_from_an_ip_trunk_needs_no_digest() -> None:
     stranger = net.phone("666", 5093)
     stranger.invite("101", authenticate=False)
     assert stranger.responses[-1].status == 407  # any other source is challenged
+
+
+def test_only_invites_are_trusted_from_a_trunk() -> None:
+    net = Net()
+    provider = net.phone("+4420555", 5090)
+    bob = net.phone("101", 5072)
+    assert bob.register().status == 200
+    trunk = InboundTrunk("provider", tenant_id=1, domain="default")
+    net.core._trunk_of = lambda source: trunk if source == provider.addr else None
+    message = provider._request("MESSAGE", "101", "101", body=b"hi", content_type="text/plain")
+    provider.send(message)
+    assert provider.responses[-1].status == 407  # MESSAGE is authenticated as always
+    assert not list(net.core.calls) and not net.ended.calls
