@@ -30,7 +30,7 @@ from minipbx.pbx.dialplan import (
     make_rule,
     to_e164,
 )
-from minipbx.pbx.routing import LocalRouter, called_number
+from minipbx.pbx.routing import LocalRouter, called_number, number_of
 from minipbx.sip.errors import ParseError
 from minipbx.sip.headers import NameAddr
 from minipbx.sip.offer_answer import restrict_codecs
@@ -61,6 +61,7 @@ class TrunkRoute:
     user_phone: bool
     identity: str = "pai"  # how the caller is asserted: "pai" (RFC 3325), "rpid" or "none"
     codecs: tuple[str, ...] = ()  # audio codecs the trunk may be offered (empty: any)
+    account: str = ""  # the user we register as: the provider calls sip:<account>@pbx
     e164: str = ""  # country code: numbers and caller IDs sent in E.164 form ("": as is)
     tel_uri: bool = False  # Request-URI and To as tel: URIs (RFC 3966) instead of sip:
 
@@ -153,6 +154,7 @@ def _compile_trunk(trunk: TrunkRecord, destination: Address | None) -> TrunkRout
         user_phone=options.get("user_phone") is True,
         identity=identity if identity in ("pai", "rpid", "none") else "pai",
         codecs=tuple(c.strip() for c in trunk.codecs.split(",") if c.strip()),
+        account=trunk.username if trunk.register else "",
         e164=country if country.isdigit() else "",
         tel_uri=options.get("uri") == "tel",
     )
@@ -218,9 +220,12 @@ class DialPlanRouter:
         most = trunk.max_calls_in if trunk is not None else None
         if trunk is not None and most is not None and self._busy(call, trunk.name, most):
             return Route(status=503, reason="Trunk Busy", callee=number)
+        if trunk is not None and trunk.account and number == trunk.account:
+            # Sent to our registered contact (sip:<account>@pbx): the DID is in To.
+            number = number_of(call.invite.to.uri) or number
         plan = cfg.plan_for(call.tenant_id, None)
-        if plan is None:
-            return self.local.route(call)  # DID = extension
+        if plan is None:  # DID = extension
+            return self.local.targets(call.tenant_id, call.domain, number)
         decision = plan.decide(number, caller=call.caller, level=1, wall=self._wall())
         limit = self._user_limit(None, cfg.tenant_limits.get(call.tenant_id))
         return self._follow(call, decision, limit, outbound_allowed=False)

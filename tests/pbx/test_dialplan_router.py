@@ -228,3 +228,21 @@ def test_trunk_e164_and_tel_uri_options() -> None:
     sent = provider.invites[-1]
     assert str(sent.uri) == "tel:+442071234567"
     assert sent.from_.uri.user == "+441632960001"  # the caller ID too
+
+
+def test_inbound_to_the_registered_account_takes_the_did_from_to() -> None:
+    net, _, bob, _ = _setup({"pattern": "5551000", "action": "local", "target": "101"})
+    router = net.core.b2bua.router
+    assert isinstance(router, DialPlanRouter)
+    trunk = dataclasses.replace(router.config.trunks[(1, "prov")], account="pbx-account")
+    router.config = dataclasses.replace(router.config, trunks={(1, "prov"): trunk})
+    caller = net.phone("+4420999", 5095)
+    net.core._trunk_of = lambda source: (
+        InboundTrunk("prov", 1, "default") if source == caller.addr else None
+    )
+    invite = caller._request(
+        "INVITE", "pbx-account", "5551000", body=sdp(4095), content_type="application/sdp"
+    )
+    caller.send(invite)
+    assert caller.responses[-1].status == 200
+    assert any(r.method == "INVITE" for r in bob.requests)
