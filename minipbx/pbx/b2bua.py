@@ -19,7 +19,7 @@ import heapq
 import logging
 import secrets
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from minipbx.pbx.call import (
     BLeg,
@@ -30,11 +30,13 @@ from minipbx.pbx.call import (
     CallState,
     Disposition,
     Network,
+    Route,
     Router,
     Target,
     best_failure,
     disposition_of,
 )
+from minipbx.pbx.routing import number_of
 from minipbx.sip.dialog import Dialog, make_tag
 from minipbx.sip.digest import answer_challenge, make_cnonce, parse_challenge, select_challenge
 from minipbx.sip.errors import ParseError, TransactionError
@@ -140,11 +142,7 @@ class B2BUA:
         )
         self.layer.send_response(server, invite.response(100), now)
         route = self.router.route(call)
-        call.callee, call.route_kind, call.trunk = route.callee, route.kind, route.trunk
-        call.max_seconds = route.max_seconds
-        call.failover = route.failover
-        if route.failover:
-            call.failover_at = now + self.settings.failover_timeout
+        self._take_route(call, route, now)
         if not route.targets:
             self._fail(call, route.status or 404, now, route.reason)
             call.hangup_by = "system"
@@ -162,10 +160,8 @@ class B2BUA:
         self.counts.add(call)
         self._by_invite[server] = call
         self._by_a[(invite.call_id, to_tag)] = call  # early dialog: BYE may come (RFC 3261 15)
-        heapq.heappush(self._timers, (call.due, call.id))
         forwards = (invite.max_forwards if invite.max_forwards is not None else 70) - 1
-        for target in route.targets:
-            self._send_leg(call, target, max(forwards, 0), now)
+        self._ring(call, route, max(forwards, 0), now)
         log.info(
             "event=call_start call=%s from=%s to=%s legs=%d",
             call.id,
@@ -174,6 +170,41 @@ class B2BUA:
             len(call.legs),
         )
         return call
+
+    def _take_route(self, call: Call, route: Route, now: float) -> None:
+        """Make ``route`` the call's: who is rung, its limits and timers."""
+        counted = call.id in self.calls
+        if counted:  # the trunk may change: count the call under its new route
+            self.counts.remove(call)
+        call.callee, call.route_kind, call.trunk = route.callee, route.kind, route.trunk
+        call.max_seconds = route.max_seconds
+        call.failover = route.failover
+        call.failover_at = now + self.settings.failover_timeout if route.failover else None
+        call.no_answer_at = now + route.no_answer if route.no_answer else None
+        if counted:
+            self.counts.add(call)
+
+    def _ring(self, call: Call, route: Route, forwards: int, now: float) -> None:
+        """Send the route's INVITEs (earlier legs no longer count: superseded)."""
+        for old in call.legs:
+            old.superseded = True
+        if route.forwarded:  # RFC 3261 21.1.3: 181 Call Is Being Forwarded
+            self._respond(call.server, call.invite.response(181, to_tag=call.to_tag), now)
+        heapq.heappush(self._timers, (call.due, call.id))
+        for target in route.targets:
+            self._send_leg(call, target, forwards, now)
+
+    def _forward(
+        self, call: Call, why: str, now: float, forwards: int, to: str | None = None
+    ) -> bool:
+        """Ask the router where the call goes now; True when new legs were sent."""
+        route = self.router.forward(call, why, to)
+        if route is None or not route.targets:
+            return False
+        log.info("event=call_forwarded call=%s why=%s to=%s", call.id, why, route.callee)
+        self._take_route(call, replace(route, forwarded=True), now)
+        self._ring(call, replace(route, forwarded=True), forwards, now)
+        return True
 
     def _send_leg(self, call: Call, target: Target, forwards: int, now: float) -> None:
         a = call.invite
@@ -380,20 +411,40 @@ class B2BUA:
         ):
             return
         leg.final = status
-        if call.winner is not None or call.state is CallState.ENDED:
+        if call.winner is not None or call.state is CallState.ENDED or leg.superseded:
             return
-        if any(other.final == 0 for other in call.legs):
+        current = [other for other in call.legs if not other.superseded]
+        if any(other.final == 0 for other in current):
             return  # other forks still ringing
-        if call.failover and all(o.final == 408 or o.final >= 500 for o in call.legs):
+        if call.failover and all(o.final == 408 or o.final >= 500 for o in current):
             targets, call.failover, call.failover_at = call.failover, (), None
             log.info("event=call_failover call=%s status=%d", call.id, status)
+            for old in current:
+                old.superseded = True
             for target in targets:
                 self._send_leg(call, target, leg.forwards, now)
             return
-        best = best_failure([other.final for other in call.legs])
+        best = best_failure([other.final for other in current])
+        if self._forward_on_failure(call, leg, best, now, response):
+            return
         reason = response.reason if response is not None and response.status == best else None
         self._fail(call, best, now, reason)
         self._end(call, now, "callee" if best in (486, 600, 603) else "system")
+
+    def _forward_on_failure(
+        self, call: Call, leg: BLeg, best: int, now: float, response: Response | None
+    ) -> bool:
+        """Busy, no answer or a phone's redirect (3xx): the callee's forwarding, if any."""
+        if response is not None and 300 <= response.status < 400:  # RFC 3261 8.1.3.4
+            contact = next(iter(response.contacts), None)
+            uri = contact.uri if contact is not None else None
+            number = number_of(uri) if uri is not None else ""
+            return bool(number) and self._forward(call, "redirect", now, leg.forwards, number)
+        if best in (486, 600):
+            return self._forward(call, "busy", now, leg.forwards)
+        if best in (408, 480):
+            return self._forward(call, "no_answer", now, leg.forwards)
+        return False
 
     def _fail(self, call: Call, status: int, now: float, reason: str | None = None) -> None:
         """Answer the caller's INVITE with a final failure."""
@@ -687,6 +738,10 @@ class B2BUA:
                     call.probe_due = now + self.settings.probe_interval
                     self._probe(call, now)
                 heapq.heappush(timers, (call.due, call.id))
+            elif call.no_answer_at is not None and call.no_answer_at <= now < call.ring_deadline:
+                call.no_answer_at = None
+                self._no_answer_forward(call, now)
+                heapq.heappush(timers, (call.due, call.id))
             elif call.failover_at is not None and call.failover_at <= now < call.ring_deadline:
                 call.failover_at = None
                 heapq.heappush(timers, (call.due, call.id))
@@ -696,6 +751,15 @@ class B2BUA:
             else:
                 call.disposition = Disposition.NO_ANSWER
                 self.hangup(call, now, "no_answer")
+
+    def _no_answer_forward(self, call: Call, now: float) -> None:
+        """The callee let it ring its no-answer time: stop ringing it, ring the forward."""
+        ringing = [leg for leg in call.legs if not leg.superseded and leg.final == 0]
+        forwards = ringing[0].forwards if ringing else 69
+        if call.winner is not None or not self._forward(call, "no_answer", now, forwards):
+            return
+        for leg in ringing:
+            self._cancel_leg(leg, now)
 
     def _probe(self, call: Call, now: float) -> None:
         """In-dialog OPTIONS to both legs: a 408/481 or timeout ends the call."""

@@ -73,13 +73,20 @@ class Route:
     callee: str = ""  # the called number as routed, for records
     kind: str = "local"  # route type for records: local, trunk, service
     max_seconds: float | None = None  # answered calls are cut after this long
+    no_answer: float | None = None  # ask the router to forward after this long ringing
+    forwarded: bool = False  # the route is a forward: the caller hears 181
     trunk: str | None = None  # the trunk's name when kind is "trunk"
 
 
 class Router(Protocol):
-    """Decides where a new call goes (local user now; dial plan and trunks later)."""
+    """Decides where a new call goes, and where it goes next when its callee forwards."""
 
     def route(self, call: Call) -> Route: ...
+
+    def forward(self, call: Call, why: str, to: str | None = None) -> Route | None:
+        """Where the call goes now that its callee is ``why`` ("busy", "no_answer", or
+        "redirect" to number ``to``, a 3xx from the phone); None: nowhere, fail as is."""
+        ...
 
 
 @runtime_checkable
@@ -131,6 +138,7 @@ class BLeg:
     cancel_pending: bool = False
     final: int = 0  # final status, 0 while pending
     forwards: int = 70  # Max-Forwards it was sent with
+    superseded: bool = False  # replaced by a forward or failover: its failure no longer counts
     heard: bool = False  # any response arrived (100 Trying included)
     authenticated: bool = False  # a challenge was answered already (never twice)
 
@@ -168,6 +176,8 @@ class Call:
     max_seconds: float | None = None  # duration limit of the call once answered
     failover: tuple[Target, ...] = ()  # targets left for trunk failover
     failover_at: float | None = None  # legs silent until then count as 408 (failover)
+    no_answer_at: float | None = None  # then the router is asked where to forward
+    forwarded_to: list[str] = field(default_factory=list)  # numbers forwarded to, in order
     reinviting: bool = False  # a relayed re-INVITE awaits its final response
     # The answer to the hang-up request, held until the call's record is durable.
     held: tuple[ServerTransaction, Response] | None = None
@@ -176,8 +186,8 @@ class Call:
     def due(self) -> float:
         """When the call next needs attention: ring timeout, dead-peer probe or its limit."""
         if self.state is not CallState.ANSWERED:
-            at = self.failover_at
-            return self.ring_deadline if at is None or at > self.ring_deadline else at
+            times = [t for t in (self.failover_at, self.no_answer_at) if t is not None]
+            return min(times) if times and min(times) < self.ring_deadline else self.ring_deadline
         limit = self.limit_at
         return self.probe_due if limit is None or self.probe_due < limit else limit
 

@@ -43,6 +43,7 @@ from minipbx.transport.address import Address
 log = logging.getLogger("minipbx.routing")
 
 FREE_ACCOUNT_SECONDS = 60
+MAX_FORWARDS = 5  # forwards of one call before it is taken for a loop
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,7 +211,7 @@ class DialPlanRouter:
         plan = cfg.plan_for(call.tenant_id, policy)
         limit = self._user_limit(policy, quota)
         if plan is None:
-            return _limited(self.local.route(call), limit)
+            return self._local(call, number, limit)
         level = policy.call_level if policy is not None else 1
         decision = plan.decide(number, caller=call.caller, level=level, wall=self._wall())
         return self._follow(call, decision, limit, outbound_allowed=True)
@@ -225,7 +226,7 @@ class DialPlanRouter:
             number = number_of(call.invite.to.uri) or number
         plan = cfg.plan_for(call.tenant_id, None)
         if plan is None:  # DID = extension
-            return self.local.targets(call.tenant_id, call.domain, number)
+            return self._local(call, number, None)
         decision = plan.decide(number, caller=call.caller, level=1, wall=self._wall())
         limit = self._user_limit(None, cfg.tenant_limits.get(call.tenant_id))
         return self._follow(call, decision, limit, outbound_allowed=False)
@@ -253,6 +254,63 @@ class DialPlanRouter:
             limits.append(float(self.free_seconds))
         return min(limits) if limits else None
 
+    # -- forwarding (RFC 3261 21.1.3 181; miniSipServer's forward settings) -------------------
+
+    def forward(self, call: Call, why: str, to: str | None = None) -> Route | None:
+        """Where a call goes when the user rung is busy or does not answer, or its phone
+        redirected it (3xx to ``to``): the user's forward setting, routed through that
+        user's dial plan (so external forwards need a plan that allows them)."""
+        extension = call.forwarded_to[-1] if call.forwarded_to else call.callee
+        policy = self.config.policies.get((call.tenant_id, extension))
+        if why == "redirect":
+            number = to
+        elif policy is None:
+            return None
+        else:
+            number = policy.forward_busy if why == "busy" else policy.forward_no_answer
+        if not number:
+            return None
+        route = self._forward_to(call, extension, policy, number)
+        return route if route is not None and route.targets else None
+
+    def _forward_to(
+        self, call: Call, extension: str, policy: CallPolicy | None, number: str
+    ) -> Route | None:
+        """Route ``number`` for the forwarding user ``extension``; None on a loop."""
+        seen = call.forwarded_to
+        if (
+            len(seen) >= MAX_FORWARDS
+            or number in (extension, *seen)
+            or (call.inbound_trunk is None and number == call.caller)
+        ):
+            log.warning("event=forward_loop call=%s from=%s to=%s", call.id, extension, number)
+            return None
+        seen.append(number)
+        limit = call.max_seconds
+        plan = self.config.plan_for(call.tenant_id, policy)
+        if plan is None:
+            return self._local(call, number, limit)
+        level = policy.call_level if policy is not None else 1
+        decision = plan.decide(number, caller=extension, level=level, wall=self._wall())
+        return self._follow(call, decision, limit, outbound_allowed=True)
+
+    def _local(self, call: Call, extension: str, limit: float | None) -> Route:
+        """A local user's phones, after its unconditional and unreachable forwarding; with
+        the no-answer time when it forwards on no answer."""
+        policy = self.config.policies.get((call.tenant_id, extension))
+        if policy is not None and policy.forward_unconditional:
+            moved = self._forward_to(call, extension, policy, policy.forward_unconditional)
+            if moved is not None and moved.targets:
+                return replace(moved, forwarded=True)
+        route = self.local.targets(call.tenant_id, call.domain, extension)
+        if route.status == 480 and policy is not None and policy.forward_unreachable:
+            moved = self._forward_to(call, extension, policy, policy.forward_unreachable)
+            if moved is not None and moved.targets:
+                return replace(moved, forwarded=True)
+        if route.targets and policy is not None and policy.forward_no_answer:
+            route = replace(route, no_answer=float(policy.no_answer_seconds))
+        return _limited(route, limit)
+
     def _follow(
         self, call: Call, decision: Decision, limit: float | None, *, outbound_allowed: bool
     ) -> Route:
@@ -267,8 +325,7 @@ class DialPlanRouter:
             return Route(status=decision.status, callee=number)
         if action in (Action.LOCAL, Action.FOLLOWME):
             extension = rule.target if action is Action.FOLLOWME else (rule.target or number)
-            route = self.local.targets(call.tenant_id, call.domain, extension)
-            return _limited(route, limit)
+            return self._local(call, extension, limit)
         if action is Action.TRUNK:
             if not outbound_allowed:
                 log.warning(
@@ -382,16 +439,7 @@ def _limited(route: Route, limit: float | None) -> Route:
     if limit is None or not route.targets:
         return route
     seconds = min(route.max_seconds, limit) if route.max_seconds else limit
-    return Route(
-        targets=route.targets,
-        failover=route.failover,
-        status=route.status,
-        reason=route.reason,
-        callee=route.callee,
-        kind=route.kind,
-        trunk=route.trunk,
-        max_seconds=seconds,
-    )
+    return replace(route, max_seconds=seconds)
 
 
 def explain(

@@ -45,6 +45,10 @@ class LocalRouter:
         """Targets for the call, or the status to answer (404 unknown, 480 offline)."""
         return self.targets(call.tenant_id, call.domain, called_number(call))
 
+    def forward(self, call: Call, why: str, to: str | None = None) -> Route | None:
+        """No forwarding without the dial plan router."""
+        return None
+
     def targets(self, tenant_id: int, domain: str, number: str) -> Route:
         """The contacts of user ``number`` in the caller's tenant (calls and MESSAGE)."""
         user = self.users.lookup(domain, number) if number else None

@@ -43,6 +43,11 @@ class CallPolicy:
     max_call_seconds: int | None
     free_account: bool
     max_concurrent_calls: int | None
+    forward_unconditional: str | None = None
+    forward_busy: str | None = None
+    forward_no_answer: str | None = None
+    forward_unreachable: str | None = None
+    no_answer_seconds: int = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +118,11 @@ async def load_routing_data(db: Database) -> RoutingData:
                 u.max_call_seconds,
                 u.free_account,
                 u.max_concurrent_calls,
+                u.forward_unconditional or None,
+                u.forward_busy or None,
+                u.forward_no_answer or None,
+                u.forward_unreachable or None,
+                u.no_answer_seconds,
             )
             for u in await session.scalars(select(User))
         }

@@ -113,6 +113,9 @@ class LimitRouter:
     def route(self, call: Any) -> Route:
         return dataclasses.replace(self.inner.route(call), max_seconds=self.seconds)
 
+    def forward(self, call: Any, why: str, to: str | None = None) -> Route | None:
+        return None
+
 
 def test_duration_limit_cuts_both_legs_with_a_reason() -> None:
     net = Net()

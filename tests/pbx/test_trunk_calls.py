@@ -76,6 +76,9 @@ class TrunkRouter:
             headers=(("P-Asserted-Identity", "<sip:+3312345678@trunk.example.net>"),),
         )
 
+    def forward(self, call: Call, why: str, to: str | None = None) -> Route | None:
+        return None
+
     def route(self, call: Call) -> Route:
         number = "0044" + call.invite.uri.user if isinstance(call.invite.uri, SipUri) else ""
         failover = (self._target(self.second, number),) if self.second else ()

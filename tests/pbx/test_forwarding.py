@@ -1,0 +1,146 @@
+"""Call forwarding through the dial plan router, in memory: unconditional, unreachable,
+busy, no answer, a phone's 3xx, loops, and external forwards only where the plan allows."""
+
+from __future__ import annotations
+
+from minipbx.pbx.call import LegAuth
+from minipbx.pbx.dialplan import DialPlan, make_rule
+from minipbx.pbx.dialplan_router import DialPlanRouter, RoutingConfig, TrunkRoute
+from minipbx.pbx.routing import LocalRouter
+from minipbx.sip import Request
+from minipbx.sip.transaction import ServerTransaction
+from tests.pbx.phones import Net, Phone
+from tests.pbx.test_dialplan_router import _policy
+from tests.pbx.test_trunk_calls import Provider
+
+
+def _net(policies: dict[str, dict[str, object]], *rules: dict[str, object]) -> tuple[Net, Provider]:
+    net = Net()
+    provider = Provider(net, 5090)
+    trunk = TrunkRoute(
+        "prov",
+        1,
+        "voip.example.net",
+        provider.address,
+        "voip.example.net",
+        None,
+        LegAuth("pbx-account", "tr-pw"),
+        None,
+        None,
+        False,
+    )
+    plans = {}
+    if rules:
+        plans = {
+            7: DialPlan("p", tuple(make_rule(position=i, **r) for i, r in enumerate(rules, 1)), 7)
+        }  # type: ignore[arg-type]
+    config = RoutingConfig(
+        plans=plans,
+        tenant_plans={1: 7} if rules else {},
+        trunks={(1, "prov"): trunk},
+        policies={(1, ext): _policy(ext, **kw) for ext, kw in policies.items()},
+    )
+    b2bua = net.core.b2bua
+    local = LocalRouter(net.users, net.registrar, lambda: net.clock.wall)
+    b2bua.router = DialPlanRouter(local, lambda: net.clock.wall, b2bua.counts, config)
+    return net, provider
+
+
+def _phones(net: Net, *exts: str) -> dict[str, Phone]:
+    phones = {ext: net.phone(ext, 5070 + int(ext) - 99) for ext in exts}
+    for phone in phones.values():
+        assert phone.register().status == 200
+    return phones
+
+
+def _invites(phone: Phone) -> int:
+    return sum(1 for r in phone.requests if r.method == "INVITE")
+
+
+def _statuses(phone: Phone) -> list[int]:
+    return [r.status for r in phone.responses if r.cseq.method == "INVITE"]
+
+
+def test_unconditional_forward_rings_the_target_with_181() -> None:
+    net, _ = _net({"101": {"forward_unconditional": "102"}})
+    p = _phones(net, "100", "101", "102")
+    p["100"].invite("101")
+    assert _statuses(p["100"])[-1] == 200 and 181 in _statuses(p["100"])
+    assert _invites(p["101"]) == 0 and _invites(p["102"]) == 1
+    (call,) = net.core.calls
+    assert call.callee == "102" and call.forwarded_to == ["102"]
+
+
+def test_unreachable_forward() -> None:
+    net, _ = _net({"101": {"forward_unreachable": "102"}})
+    p = _phones(net, "100", "102")
+    net.phone("101", 5072)  # a user, not registered
+    p["100"].invite("101")
+    assert _statuses(p["100"])[-1] == 200 and _invites(p["102"]) == 1
+
+
+def test_busy_forward() -> None:
+    net, _ = _net({"101": {"forward_busy": "102"}})
+    p = _phones(net, "100", "101", "102")
+    p["101"].answer = Phone.busy
+    p["100"].invite("101")
+    statuses = _statuses(p["100"])
+    assert statuses[-1] == 200 and 181 in statuses and 486 not in statuses
+    assert _invites(p["102"]) == 1
+
+
+def test_no_answer_forward_cancels_and_rings_the_next() -> None:
+    net, _ = _net({"101": {"forward_no_answer": "102", "no_answer_seconds": 5}})
+    p = _phones(net, "100", "101", "102")
+    p["101"].answer = Phone.ring_only
+    p["102"].answer = Phone.ring_only
+    p["100"].invite("101")
+    net.advance(4.5)
+    assert _invites(p["102"]) == 0
+    net.advance(1.0)
+    assert any(r.method == "CANCEL" for r in p["101"].requests)
+    assert _invites(p["102"]) == 1
+    assert 181 in _statuses(p["100"])
+    (call,) = net.core.calls  # still ringing 102, not failed with 487
+    assert call.callee == "102"
+
+
+def test_phone_redirect_is_followed() -> None:
+    net, _ = _net({})
+    p = _phones(net, "100", "101", "102")
+
+    def redirect(phone: Phone, tx: ServerTransaction, request: Request) -> None:
+        contact = [("Contact", "<sip:102@127.0.0.1:5999>")]
+        response = request.response(302, to_tag=phone.to_tag, headers=contact)
+        phone.layer.send_response(tx, response, phone.net.clock.now)
+
+    p["101"].answer = redirect
+    p["100"].invite("101")
+    assert _statuses(p["100"])[-1] == 200 and _invites(p["102"]) == 1
+
+
+def test_forward_loops_end() -> None:
+    net, _ = _net(
+        {"101": {"forward_unconditional": "102"}, "102": {"forward_unconditional": "101"}}
+    )
+    p = _phones(net, "100", "101", "102")
+    p["100"].invite("101")
+    assert _statuses(p["100"])[-1] == 200  # the loop is cut; one of them rings
+    (call,) = net.core.calls
+    assert len(call.forwarded_to) <= 5
+
+
+def test_external_forward_only_where_the_plan_allows() -> None:
+    local_only = {"pattern": "_1XX", "action": "local"}
+    out = {"pattern": "0", "action": "trunk", "target": "prov"}
+    net, provider = _net({"101": {"forward_unconditional": "0207"}}, local_only)
+    p = _phones(net, "100", "101")
+    p["100"].invite("101")
+    assert _invites(p["101"]) == 1 and provider.invites == []  # not allowed: rings 101
+    net, provider = _net({"101": {"forward_unconditional": "0207"}}, local_only, out)
+    p = _phones(net, "100", "101")
+    p["100"].invite("101")
+    assert _invites(p["101"]) == 0 and provider.invites
+    assert _statuses(p["100"])[-1] == 200
+    (call,) = net.core.calls
+    assert call.route_kind == "trunk" and call.trunk == "prov"
