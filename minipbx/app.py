@@ -51,10 +51,14 @@ from minipbx.store import (
 )
 from minipbx.store.cdr_mirror import CdrMirror
 from minipbx.store.cdrs import SqlCdrRepo
+from minipbx.stun.server import StunListener
 from minipbx.transport.address import Address
-from minipbx.transport.config import TransportConfig
+from minipbx.transport.config import TransportConfig, TransportError
 from minipbx.transport.events import Inbound
 from minipbx.transport.manager import TransportManager
+from minipbx.web.accounts import FIRST_ADMIN
+from minipbx.web.live import start_web
+from minipbx.web.server import WebServer
 
 log = logging.getLogger("minipbx")
 
@@ -285,6 +289,10 @@ class App:
         self._tasks: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self.sample_passwords: dict[str, str] = {}
+        self.started_at = time.time()
+        self.web: WebServer | None = None  # the web console and REST API (minipbx.web)
+        self.admin_password: str | None = None  # of the first web admin, for the banner
+        self.stun = StunListener(settings.bind, settings.stun_port) if settings.stun_port else None
 
     # -- start and stop --------------------------------------------------------------------
 
@@ -297,9 +305,8 @@ class App:
         await self._create_samples()
         await self.directory.load()
         algorithms = [Algorithm.from_name(a) for a in self.settings.digest_algorithms]
-        digest = DigestAuthenticator(
-            _secret(self.settings.data_dir), algorithms=[a for a in algorithms if a]
-        )
+        secret = _secret(self.settings.data_dir)
+        digest = DigestAuthenticator(secret, algorithms=[a for a in algorithms if a])
         authenticator = RequestAuthenticator(digest, self.users, guard=self.guard)
         registrar = Registrar(
             self.location,
@@ -331,6 +338,9 @@ class App:
         self.routing = RoutingLoader(self.db, router, self._configure_trunks)
         await self.routing.load()
         await self._start_cdrs()
+        await self._start_stun()  # before SIP: an answer to OPTIONS is taken as "started"
+        # The web server before SIP too: a port in use stops the start before any call.
+        self.web, self.admin_password = await start_web(self, secret)
         await self.transports.start()
         self._tasks += [
             asyncio.create_task(self.directory.watch(1.0)),
@@ -340,6 +350,15 @@ class App:
         ]
         _tune_gc()
         log.info("event=started users=%d registrations=%d", len(self.directory), restored)
+
+    async def _start_stun(self) -> None:
+        """The STUN server is an aid for phones, not needed for calls: a port that is taken
+        (another PBX or a TURN server on this box) is one error line, not a failed start."""
+        if self.stun is not None:
+            try:
+                await self.stun.start()
+            except TransportError as exc:
+                log.error("event=stun_unavailable error=%s", exc)
 
     async def _start_cdrs(self) -> None:
         """Import spooled CDRs; check the MySQL mirror (an error is logged, not fatal)."""
@@ -370,6 +389,22 @@ class App:
         if self.core is not None and self._loop is not None:
             self.core.trunks.configure(accounts, self._loop.time())
             self._flush()
+
+    @property
+    def http_port(self) -> int:
+        """The port the web console and REST API listen on (0 before start)."""
+        return self.web.port if self.web is not None else 0
+
+    def hangup_call(self, call_id: str) -> bool:
+        """End a call from the PBX side (an admin's hang-up); False if there is no such call."""
+        core, loop = self.core, self._loop
+        call = core.b2bua.calls.get(call_id) if core is not None else None
+        if core is None or loop is None or call is None:
+            return False
+        core.b2bua.hangup(call, loop.time(), "admin")
+        core.handle_timer(loop.time())  # process what the hang-up queued
+        self._flush()
+        return True
 
     def _wall_offset(self) -> float:
         """Wall clock minus the loop's monotonic clock (CDR times are wall-clock UTC)."""
@@ -405,6 +440,8 @@ class App:
             self._flush()
             if core.b2bua.calls or core.layer.transaction_count or core.trunks.trunks:
                 await asyncio.sleep(0.5)  # let BYEs out and their answers in
+        if self.web is not None:
+            await self.web.stop()
         await self.cdr_writer.close()
         if self._timer is not None:
             self._timer.cancel()
@@ -415,6 +452,8 @@ class App:
                 await task
         await self.registrations.flush()
         await self.transports.stop()
+        if self.stun is not None:
+            await self.stun.stop()
         if self.cdr_mirror is not None:
             await self.cdr_mirror.close()
         self.cdrs.close()
@@ -508,9 +547,16 @@ def _print_banner(app: App) -> None:
     settings = app.settings
     out = [f"minipbx listening (data in {settings.data_dir.resolve()}):"]
     out += [f"  SIP {a.transport.upper()} {a.hostport}" for a in app.transports.listeners]
+    if app.stun is not None and app.stun.listening:
+        out.append(f"  STUN UDP {app.stun.hostport}")
     if app.sample_passwords:
         out.append("first start: created the default tenant and sample extensions:")
         out += [f"  extension {ext}  password {pw}" for ext, pw in app.sample_passwords.items()]
+    if app.web is not None:
+        out.append(f"  web console and REST API {app.web.url} (API: {app.web.url}api/v1)")
+    if app.admin_password:
+        out.append("first start: created the web admin (change its password in the console):")
+        out.append(f"  admin {FIRST_ADMIN}  password {app.admin_password}")
     print("\n".join(out), flush=True)
 
 

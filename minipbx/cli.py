@@ -1,7 +1,8 @@
 """The ``minipbx`` command line.
 
 ``minipbx run`` starts the PBX; ``minipbx user ...`` manages extensions (also while the
-server runs: it sees the change within a couple of seconds); ``minipbx db upgrade`` runs the
+server runs: it sees the change within a couple of seconds); ``minipbx admin ...`` and
+``minipbx token create`` manage web console / REST API logins; ``minipbx db upgrade`` runs the
 migrations; ``minipbx sip-check`` parses SIP messages from files. Every failure is one
 clear line on stderr and a non-zero exit.
 """
@@ -115,6 +116,24 @@ def _user_import(args: argparse.Namespace) -> Callable[[Any], Awaitable[int]]:
         return 0
 
     return run
+
+
+def _admin_command(args: argparse.Namespace) -> int:
+    """``minipbx admin ...`` and ``minipbx token create`` (see minipbx.web.admincli)."""
+
+    async def run() -> int:
+        from minipbx.store import Database, SqlTenantRepo
+        from minipbx.web.admincli import run_admin_command
+
+        db = Database(_settings(args).db_url)
+        try:
+            await db.upgrade()
+            await SqlTenantRepo(db).ensure_default()
+            return await run_admin_command(db, args)
+        finally:
+            await db.close()
+
+    return asyncio.run(run())
 
 
 def _store_command(make: Callable[[argparse.Namespace], Callable[[Any], Awaitable[int]]]) -> Any:
@@ -239,6 +258,30 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--database-url", help="SQLAlchemy database URL (default: SQLite)")
 
 
+def _admin_parsers(sub: Any) -> None:
+    """``admin add|list|remove|password`` and ``token create``."""
+    admin = sub.add_parser("admin", help="manage web console / REST API admins")
+    admins = admin.add_subparsers(dest="admin_command", required=True, metavar="ACTION")
+    add = admins.add_parser("add", help="add an admin (system admin without --tenant)")
+    add.add_argument("name")
+    add.add_argument("--password", required=True)
+    add.add_argument("--tenant", help="SIP domain of the tenant it manages")
+    listing = admins.add_parser("list", help="list admins")
+    remove = admins.add_parser("remove", help="remove an admin and its API tokens")
+    remove.add_argument("name")
+    password = admins.add_parser("password", help="set an admin's password")
+    password.add_argument("name")
+    password.add_argument("--password", required=True)
+    token = sub.add_parser("token", help="REST API tokens")
+    tokens = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
+    create = tokens.add_parser("create", help="create an API token of an admin (printed once)")
+    create.add_argument("name", help="the admin's username")
+    create.add_argument("--label", default="", help="what the token is for")
+    for parser in (add, listing, remove, password, create):
+        _common(parser)
+        parser.set_defaults(func=_admin_command)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests)."""
     ap = argparse.ArgumentParser(prog="minipbx", description="minipbx IP-PBX")
@@ -278,6 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
     imp.set_defaults(func=_store_command(_user_import))
     for p in (add, remove, listing, imp):
         _common(p)
+
+    _admin_parsers(sub)
 
     db = sub.add_parser("db", help="database maintenance")
     dbs = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
@@ -322,8 +367,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # one clear line for every known failure
         from minipbx.store import StoreError
         from minipbx.transport.config import TransportError
+        from minipbx.web.server import WebServerError
 
-        if isinstance(exc, CliError | ConfigError | StoreError | TransportError):
+        if isinstance(exc, CliError | ConfigError | StoreError | TransportError | WebServerError):
             print(f"minipbx: {exc}", file=sys.stderr)
             return EXIT_FAILED
         raise

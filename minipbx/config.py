@@ -33,7 +33,11 @@ class Settings:
     tls_port: int = 5061
     """SIP over TLS, when ``tls_cert`` and ``tls_key`` are set."""
     http_port: int = 8080
-    """Web console and REST API."""
+    """Web console and REST API (0: any free port, shown in the start banner)."""
+    http_tls: bool = False
+    """Serve the web console and REST API over HTTPS with ``tls_cert`` and ``tls_key``."""
+    stun_port: int | None = 3478
+    """STUN Binding server (UDP) for phones to learn their public address; 0 disables it."""
     tls_cert: Path | None = None
     tls_key: Path | None = None
     public_address: str | None = None
@@ -70,6 +74,8 @@ _TOML_KEYS = {
     ("server", "sip_port"): "sip_port",
     ("server", "tls_port"): "tls_port",
     ("server", "http_port"): "http_port",
+    ("server", "http_tls"): "http_tls",
+    ("server", "stun_port"): "stun_port",
     ("server", "public_address"): "public_address",
     ("server", "log_level"): "log_level",
     ("tls", "cert"): "tls_cert",
@@ -93,17 +99,33 @@ def _convert(name: str, value: Any, origin: str) -> Any:
         if "Path" in kind:
             return None if value in (None, "") else Path(str(value)).expanduser()
         if kind.startswith("int"):
+            if value in (None, "") and "None" in kind:
+                return None
             if isinstance(value, bool):
                 raise ValueError
             return int(value)
         if kind.startswith("float"):
             return float(value)
+        if kind.startswith("bool"):
+            return _flag(value)
         if kind.startswith("tuple"):
             items = value.split(",") if isinstance(value, str) else list(value)
             return tuple(str(item).strip() for item in items if str(item).strip())
         return None if value in (None, "") and "None" in kind else str(value)
     except (TypeError, ValueError):
         raise ConfigError(f"{origin}: {name} must be {kind}, not {value!r}") from None
+
+
+def _flag(value: Any) -> bool:
+    """A bool from TOML, or from the text of a variable or flag (1/0, true/false...)."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(text)
 
 
 def _from_toml(path: Path) -> dict[str, Any]:
@@ -160,9 +182,9 @@ def load(
 
 def validate(settings: Settings) -> None:
     """Raise :class:`ConfigError` for a setting that cannot work."""
-    for name in ("sip_port", "tls_port", "http_port"):
+    for name in ("sip_port", "tls_port", "http_port", "stun_port"):
         port = getattr(settings, name)
-        if not 0 <= port <= 65535:
+        if port is not None and not 0 <= port <= 65535:
             raise ConfigError(f"{name} must be a port number (0-65535), not {port}")
     for name in ("bind", "public_address"):
         value = getattr(settings, name)
@@ -182,6 +204,8 @@ def validate(settings: Settings) -> None:
         raise ConfigError(f"digest_algorithms must be a list of {', '.join(known)}")
     if (settings.tls_cert is None) != (settings.tls_key is None):
         raise ConfigError("tls_cert and tls_key must be set together")
+    if settings.http_tls and settings.tls_cert is None:
+        raise ConfigError("http_tls needs [tls] cert and key")
     if not 1 <= settings.min_expires <= settings.max_expires:
         raise ConfigError("registrar expires: need 1 <= min_expires <= max_expires")
     if settings.ring_timeout <= 0:
