@@ -507,8 +507,9 @@ class Server:
     def start(self) -> None:
         """Start the server (quiet log) and wait until it answers OPTIONS."""
         argv = [self.exe, "run", "--data-dir", str(self.data), "--bind", HOST]
-        argv += ["--sip-port", str(self.port)]
+        argv += ["--sip-port", str(self.port), "--http-port", "0"]
         env = {**os.environ, "MINIPBX_LOG_LEVEL": self.bench.args.server_log_level}
+        env["MINIPBX_STUN_PORT"] = "0"  # no STUN listener: several servers may run
         self.proc = self.bench.procs.start(self.name, argv, cwd=self.bench.work, env=env)
         wait_for(f"minipbx {self.name}", self._answers, 60.0, self.proc)
 
