@@ -160,7 +160,10 @@ async def test_shipper_status_while_failing(repo: SqlCdrRepo) -> None:
     clock = [make_cdr(0).end_time.timestamp() + 90.0]
     shipper = CdrShipper(repo, sink, min_retry=0.001, max_retry=0.001, clock=lambda: clock[0])
     task = asyncio.create_task(shipper.run())
-    await asyncio.sleep(0.05)
+    for _ in range(500):  # until the first failure was seen (bounded: 5 s)
+        if shipper.last_error:
+            break
+        await asyncio.sleep(0.01)
     task.cancel()
     status = await shipper.status()
     assert status.queued == 2 and status.lag_seconds == pytest.approx(90.0)

@@ -41,7 +41,7 @@ class Provider:
         self.invites.append(request)
         auth = request.headers.get("Proxy-Authorization")
         if auth is None:
-            challenge = self.digest.challenge_headers(PROVIDER_REALM, now)
+            challenge = [str(c) for c in self.digest.challenges(PROVIDER_REALM, now)]
             headers = [("Proxy-Authenticate", c) for c in challenge]
             phone.layer.send_response(tx, request.response(407, headers=headers), now)
             return

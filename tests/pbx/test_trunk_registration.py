@@ -39,7 +39,8 @@ class ProviderRegistrar(Phone):
             expires = int(req.headers.get("Expires") or "3600")
             if auth is None:
                 headers = [
-                    ("WWW-Authenticate", c) for c in self.digest.challenge_headers(REALM, now)
+                    ("WWW-Authenticate", c)
+                    for c in [str(c) for c in self.digest.challenges(REALM, now)]
                 ]
                 self.layer.send_response(tx, req.response(401, headers=headers), now)
                 continue
@@ -51,7 +52,8 @@ class ProviderRegistrar(Phone):
             )
             if verdict is not AuthResult.OK:
                 headers = [
-                    ("WWW-Authenticate", c) for c in self.digest.challenge_headers(REALM, now)
+                    ("WWW-Authenticate", c)
+                    for c in [str(c) for c in self.digest.challenges(REALM, now)]
                 ]
                 self.layer.send_response(tx, req.response(401, headers=headers), now)
             elif 0 < expires < self.min_expires:
