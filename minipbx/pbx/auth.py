@@ -71,7 +71,10 @@ def identity_of(request: Request) -> SipUri | None:
 
 def domain_of(request: Request) -> str:
     """The domain whose tenant serves ``request``: host of the identity, else Request-URI."""
-    identity = identity_of(request)
+    return _domain(request, identity_of(request))
+
+
+def _domain(request: Request, identity: SipUri | None) -> str:
     if identity is not None:
         return identity.host
     uri = request.uri
@@ -106,7 +109,9 @@ class RequestAuthenticator:
         (REGISTER). True: proxy style, ``Proxy-Authorization`` / 407 /
         ``Proxy-Authenticate`` (INVITE and other requests), RFC 3261 22.3.
         """
-        realm = self.users.realm_for(domain_of(request))
+        identity = identity_of(request)
+        domain = _domain(request, identity)
+        realm = self.users.realm_for(domain)
         try:
             creds = self._credentials(request, realm, proxy)
         except ParseError:
@@ -114,13 +119,12 @@ class RequestAuthenticator:
             return AuthOutcome(response=response)
         if creds is None:
             return self._challenge(request, realm, proxy, now, stale=False)
-        identity = identity_of(request)
         claimed = identity.user if identity is not None else None
         # The username must be the identity the request claims: no one authenticates as
         # someone else (for REGISTER this is the authorization of RFC 3261 10.3 step 4).
         if creds.userhash or creds.username != claimed:
             return self._fail(request, creds, source_ip, now, "username_mismatch", "")
-        return self._verify(request, creds, realm, proxy, source_ip, now)
+        return self._verify(request, creds, domain, realm, proxy, source_ip, now)
 
     # --- steps ------------------------------------------------------------------------------
 
@@ -137,12 +141,13 @@ class RequestAuthenticator:
         self,
         request: Request,
         creds: Credentials,
+        domain: str,
         realm: str,
         proxy: bool,
         source_ip: str,
         now: float,
     ) -> AuthOutcome:
-        user = self.users.lookup(domain_of(request), creds.username)
+        user = self.users.lookup(domain, creds.username)
         if user is not None and not user.enabled:
             user = None  # a disabled user is answered exactly like an unknown one
         algorithm = Algorithm.from_name(creds.algorithm)
@@ -172,11 +177,11 @@ class RequestAuthenticator:
     ) -> AuthOutcome:
         """401/407 with one challenge per algorithm sharing a fresh nonce (RFC 8760 2.4)."""
         header = "Proxy-Authenticate" if proxy else "WWW-Authenticate"
-        challenges = self.digest.challenges(realm, now, stale=stale)
+        challenges = self.digest.challenge_headers(realm, now, stale=stale)
         response = request.response(
             407 if proxy else 401,
             to_tag=self._tag(),
-            headers=[(header, str(challenge)) for challenge in challenges],
+            headers=[(header, challenge) for challenge in challenges],
         )
         return AuthOutcome(response=response)
 

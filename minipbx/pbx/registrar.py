@@ -86,9 +86,10 @@ class RegisterError(Exception):
         self.headers = list(headers)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Context:
-    """What every binding made from one REGISTER shares."""
+    """What every binding made from one REGISTER shares (read-only; not frozen: it is
+    built for every REGISTER, and a frozen dataclass costs several times more to build)."""
 
     aor: Aor
     source: Address
@@ -207,7 +208,7 @@ class Registrar:
             cseq=request.cseq.seq,
             header_expires=request.expires,
             path=path,
-            user_agent=(request.headers.get("User-Agent") or "")[:_MAX_USER_AGENT],
+            user_agent=_shared((request.headers.get("User-Agent") or "")[:_MAX_USER_AGENT]),
         )
 
     def _unregister_all(self, request: Request, current: list[Binding]) -> list[Binding]:
@@ -307,13 +308,14 @@ class Registrar:
 
     def _store(self, aor: Aor, bindings: list[Binding], *, log_action: str) -> None:
         self.location.replace(aor, bindings)
-        log.debug(
-            "event=%s tenant=%d aor=%s contacts=%d",
-            log_action,
-            aor[0],
-            log_value(aor[1]),
-            len(bindings),
-        )
+        if log.isEnabledFor(logging.DEBUG):  # log_value costs more than the rest here
+            log.debug(
+                "event=%s tenant=%d aor=%s contacts=%d",
+                log_action,
+                aor[0],
+                log_value(aor[1]),
+                len(bindings),
+            )
         if self.on_change is not None:
             self.on_change(aor, tuple(bindings))
 
@@ -362,6 +364,19 @@ class Registrar:
             self.location.replace(aor, group)
             kept += len(group)
         return kept
+
+
+_USER_AGENTS: dict[str, str] = {}  # one string per User-Agent text, kept by many bindings
+
+
+def _shared(user_agent: str) -> str:
+    """The one copy of ``user_agent`` the bindings share (a bounded table)."""
+    known = _USER_AGENTS.get(user_agent)
+    if known is None:
+        if len(_USER_AGENTS) >= 1024:
+            _USER_AGENTS.clear()
+        known = _USER_AGENTS[user_agent] = user_agent
+    return known
 
 
 def _find(bindings: list[Binding], new: Binding, uri: SipUri) -> int | None:

@@ -33,6 +33,7 @@ log = logging.getLogger("minipbx.security")
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 _SAFE_LOG = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.:+@/[]%*!~")
 _MAX_LOGGED = 64
+_MAX_TRUSTED_CACHE = 4096
 
 
 def log_value(text: str) -> str:
@@ -106,6 +107,8 @@ class Guard:
         """Guard with ``config`` (defaults when None)."""
         self.config = config or GuardConfig()
         self._trusted = _parse_networks(self.config.trusted)
+        # ip text -> trusted? (parsing an address costs more than the rest of allow())
+        self._trusted_ips: dict[str, bool] = {}
         self._sources: OrderedDict[str, _Source] = OrderedDict()
         self._bans: dict[str, float] = {}  # ip -> banned until
         self._next_sweep = float("-inf")
@@ -114,6 +117,16 @@ class Guard:
 
     def is_trusted(self, ip: str) -> bool:
         """True when ``ip`` is in a trusted network (unparsable text is not trusted)."""
+        known = self._trusted_ips.get(ip)
+        if known is not None:
+            return known
+        trusted = self._check_trusted(ip)
+        if len(self._trusted_ips) >= _MAX_TRUSTED_CACHE:
+            self._trusted_ips.clear()
+        self._trusted_ips[ip] = trusted
+        return trusted
+
+    def _check_trusted(self, ip: str) -> bool:
         if not self._trusted:
             return False
         try:

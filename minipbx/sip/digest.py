@@ -10,7 +10,7 @@ caller passes ``now`` and, where randomness is needed, an ``entropy`` callable.
 
 from __future__ import annotations
 
-import base64
+import binascii
 import hashlib
 import heapq
 import hmac
@@ -35,15 +35,17 @@ class Algorithm(Enum):
     SHA_256 = "SHA-256"
     SHA_256_SESS = "SHA-256-sess"
 
+    __hash__ = object.__hash__  # members are singletons; Enum's hash is slow (3.11)
+
     @property
     def hash_name(self) -> str:
         """The :mod:`hashlib` name of the underlying hash function."""
-        return "md5" if self in (Algorithm.MD5, Algorithm.MD5_SESS) else "sha256"
+        return _HASH_NAMES[self]
 
     @property
     def is_session(self) -> bool:
         """True for the ``-sess`` variants (RFC 7616 3.4.2)."""
-        return self in (Algorithm.MD5_SESS, Algorithm.SHA_256_SESS)
+        return self in _SESSIONS
 
     @classmethod
     def from_name(cls, name: str | None) -> Algorithm | None:
@@ -57,6 +59,15 @@ class Algorithm(Enum):
 
 
 _ALGORITHMS_BY_NAME = {a.value.lower(): a for a in Algorithm}
+_HASH_NAMES = {
+    Algorithm.MD5: "md5",
+    Algorithm.MD5_SESS: "md5",
+    Algorithm.SHA_256: "sha256",
+    Algorithm.SHA_256_SESS: "sha256",
+}
+_SESSIONS = frozenset({Algorithm.MD5_SESS, Algorithm.SHA_256_SESS})
+# hashlib's named constructors skip the lookup hashlib.new does on every call.
+_HASH_NEW = {"md5": hashlib.md5, "sha256": hashlib.sha256}
 
 # Client preference when a server offers several challenges (RFC 8760 2.4: the client
 # uses the first supported one in its own order of preference).
@@ -69,15 +80,18 @@ _CLIENT_PREFERENCE = (Algorithm.SHA_256, Algorithm.SHA_256_SESS, Algorithm.MD5, 
 _TOKEN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
 # quoted-string = DQUOTE *(qdtext / quoted-pair) DQUOTE. qdtext excludes controls other
 # than LWS; we reject every control except HTAB, inside quoted-pairs too, so that any
-# parsed value can be written back (RFC 3261 25.1).
-_QUOTED = re.compile(r'"((?:[^"\\\x00-\x08\x0a-\x1f\x7f]|\\[^\x00-\x08\x0a-\x1f\x7f])*)"')
+# parsed value can be written back (RFC 3261 25.1). Written as an unrolled loop (runs of
+# qdtext between quoted-pairs): the regex engine then scans a plain value in one step.
+_QDTEXT = r'[^"\\\x00-\x08\x0a-\x1f\x7f]*'  # a run of qdtext
+_QUOTED_BODY = rf"{_QDTEXT}(?:\\[^\x00-\x08\x0a-\x1f\x7f]{_QDTEXT})*"
+_QUOTED = re.compile(f'"({_QUOTED_BODY})"')
 _QUOTED_PAIR = re.compile(r"\\(.)", re.DOTALL)
 # One whole ``name = value`` item and its separator (SWS "," SWS, or the end): the common
 # case in one regex call; anything it does not match goes through _parse_param for a
 # precise error.
 _ITEM = re.compile(
     r"([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*=[ \t]*"
-    r'(?:"((?:[^"\\\x00-\x08\x0a-\x1f\x7f]|\\[^\x00-\x08\x0a-\x1f\x7f])*)"'
+    f'(?:"({_QUOTED_BODY})"'
     r"|([A-Za-z0-9\-.!%*_+`'~]+))[ \t]*(?:(,)[ \t]*|\Z)"
 )
 _BAD_TEXT = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\ud800-\udfff]")
@@ -88,13 +102,19 @@ _NC = re.compile(r"[0-9A-Fa-f]{8}")  # nc-value = 8LHEX (RFC 3261 25.1)
 
 def _check_text(name: str, value: str) -> None:
     """Raise ValueError unless ``value`` can sit in a quoted-string."""
+    if value.isascii() and value.isprintable():  # the usual case, without a regex
+        return
     bad = _BAD_TEXT.search(value)
     if bad is not None:
         raise ValueError(f"{name}: character {bad.group()!r} not allowed in a quoted-string")
 
 
+_TOKEN_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-.!%*_+`'~"
+_HEX = "0123456789ABCDEFabcdef"
+
+
 def _check_token(name: str, value: str) -> None:
-    if _TOKEN.fullmatch(value) is None:
+    if not value or value.strip(_TOKEN_CHARS):  # empty, or a character outside the set
         raise ValueError(f"{name}: {value!r} is not a token")
 
 
@@ -115,8 +135,8 @@ _Params = dict[str, tuple[str, str]]
 
 def _parse_auth_header(value: str, what: str) -> _Params:
     """Split ``Digest name=value, ...`` into parameters (RFC 3261 25.1 auth-param list)."""
-    text = _FOLD.sub("", value)
-    if _SURROGATE.search(text):
+    text = _FOLD.sub("", value) if "\n" in value else value
+    if not text.isascii() and _SURROGATE.search(text):
         raise ParseError(f"{what}: not valid Unicode text")
     pos = _skip_ws(text, 0)
     scheme = _TOKEN.match(text, pos)
@@ -205,6 +225,9 @@ def _check_extras(params: tuple[tuple[str, str], ...], known: set[str]) -> None:
         seen.add(key)
 
 
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}  # dataclass fields, in order, by class
+
+
 def _render(value: Challenge | Credentials, quoted: set[str]) -> str:
     """Write ``Digest name=value, ...`` from the fields of ``value``, in field order.
 
@@ -213,15 +236,18 @@ def _render(value: Challenge | Credentials, quoted: set[str]) -> str:
     None, False and () mean absent; True is written ``true``; tuples are lists.
     """
     items = []
-    for item in fields(value):
-        data = getattr(value, item.name)
-        if item.name == "params" or data is None or data is False or data == ():
+    names = _FIELD_NAMES.get(type(value))
+    if names is None:
+        names = _FIELD_NAMES[type(value)] = tuple(f.name for f in fields(value))
+    for name in names:
+        data = getattr(value, name)
+        if name == "params" or data is None or data is False or data == ():
             continue
         if data is True:
             data = "true"
         elif isinstance(data, tuple):  # domain is space-separated, qop comma-separated
-            data = (" " if item.name == "domain" else ",").join(data)
-        items.append(f"{item.name}={_quote(data) if item.name in quoted else data}")
+            data = (" " if name == "domain" else ",").join(data)
+        items.append(f"{name}={_quote(data) if name in quoted else data}")
     items.extend(f"{n}={v if _TOKEN.fullmatch(v) else _quote(v)}" for n, v in value.params)
     return "Digest " + ", ".join(items)
 
@@ -235,7 +261,7 @@ _CHALLENGE_QUOTED = {"realm", "domain", "nonce", "opaque", "qop"}
 _CREDENTIALS_QUOTED = {"username", "realm", "nonce", "uri", "response", "cnonce", "opaque"}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Challenge:
     """A ``WWW-Authenticate`` / ``Proxy-Authenticate`` Digest challenge (RFC 3261 22.1).
 
@@ -271,7 +297,7 @@ class Challenge:
         return _render(self, _CHALLENGE_QUOTED)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Credentials:
     """An ``Authorization`` / ``Proxy-Authorization`` Digest response (RFC 3261 22.2).
 
@@ -301,7 +327,8 @@ class Credentials:
             _check_token("algorithm", self.algorithm)
         if self.qop is not None:
             _check_token("qop", self.qop)
-        if self.nc is not None and _NC.fullmatch(self.nc) is None:
+        nc = self.nc
+        if nc is not None and (len(nc) != 8 or nc.strip(_HEX)):  # 8LHEX (RFC 3261 25.1)
             raise ValueError(f"nc: {self.nc!r} is not 8 hex digits")
         _check_extras(self.params, _CREDENTIALS_KNOWN)
 
@@ -349,25 +376,35 @@ def parse_credentials(value: str) -> Credentials:
     """
     what = "credentials"
     params = _parse_auth_header(value, what)
+    pop = params.pop
+    try:  # the required ones, in this order (the first missing one is named)
+        username, realm, nonce, uri, response = [pop(key)[1] for key in _CREDENTIALS_REQUIRED]
+    except KeyError as exc:
+        raise ParseError(f"{what}: missing required parameter {exc.args[0]!r}") from None
+    algorithm, cnonce, opaque, qop, nc, userhash = [
+        None if (item := pop(key, None)) is None else item[1] for key in _CREDENTIALS_OPTIONAL
+    ]
     try:
         return Credentials(
-            username=_require(params, "username", what),
-            realm=_require(params, "realm", what),
-            nonce=_require(params, "nonce", what),
-            uri=_require(params, "uri", what),
-            response=_require(params, "response", what),
-            algorithm=_take(params, "algorithm"),
-            cnonce=_take(params, "cnonce"),
-            opaque=_take(params, "opaque"),
-            qop=_take(params, "qop"),
-            nc=_take(params, "nc"),
-            userhash=_is_true(_take(params, "userhash")),
-            params=tuple(params.values()),
+            username,
+            realm,
+            nonce,
+            uri,
+            response,
+            algorithm,
+            cnonce,
+            opaque,
+            qop,
+            nc,
+            _is_true(userhash),
+            tuple(params.values()),
         )
-    except ParseError:
-        raise
     except ValueError as exc:
         raise ParseError(f"{what}: {exc}") from exc
+
+
+_CREDENTIALS_REQUIRED = ("username", "realm", "nonce", "uri", "response")
+_CREDENTIALS_OPTIONAL = ("algorithm", "cnonce", "opaque", "qop", "nc", "userhash")
 
 
 # --- Hashes (RFC 7616 3.4) -------------------------------------------------------------------
@@ -375,7 +412,7 @@ def parse_credentials(value: str) -> Credentials:
 
 def _hash(algorithm: Algorithm, data: str | bytes) -> str:
     raw = data.encode("utf-8") if isinstance(data, str) else data
-    return hashlib.new(algorithm.hash_name, raw).hexdigest()
+    return _HASH_NEW[_HASH_NAMES[algorithm]](raw).hexdigest()
 
 
 def compute_ha1(username: str, realm: str, password: str, algorithm: Algorithm) -> str:
@@ -435,7 +472,7 @@ class AuthResult(Enum):
     FAILED = "failed"  # anything else: re-challenge (or 403 after too many tries)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Verdict:
     """An :class:`AuthResult` with a short reason for the log (never sent to the peer)."""
 
@@ -449,8 +486,14 @@ _MAC_SIZE = 24  # HMAC-SHA256 truncated to 192 bits (RFC 2104 section 5)
 _MAX_FUTURE = 30.0  # seconds a nonce may appear to come from the future (clock skew)
 
 
+_TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
+_FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
+
+
 def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+    """base64url without padding (what ``base64.urlsafe_b64encode`` gives, stripped)."""
+    encoded = binascii.b2a_base64(data, newline=False).translate(_TO_URLSAFE)
+    return encoded.rstrip(b"=").decode("ascii")
 
 
 def _same_uri(digest_uri: str, request_uri: str) -> bool:
@@ -513,11 +556,15 @@ class DigestAuthenticator:
         self._entropy = entropy
         self._nonce_key = hmac.digest(secret, b"minipbx digest nonce v1", "sha256")
         self._opaque_key = hmac.digest(secret, b"minipbx digest opaque v1", "sha256")
+        # Keyed once: each MAC copies these instead of setting the key up again.
+        self._nonce_hmac = hmac.new(self._nonce_key, digestmod=hashlib.sha256)
+        self._opaque_hmac = hmac.new(self._opaque_key, digestmod=hashlib.sha256)
         self._dummy_ha1 = {a.hash_name: _hash(a, entropy(16)) for a in Algorithm}
         # nonce -> highest nc seen; heap of (issued_ms, nonce) to expire and evict them.
         self._highest_nc: dict[str, int] = {}
         self._by_age: list[tuple[int, str]] = []
         self._evicted_up_to_ms = -(2**63)  # nonces issued up to then may have been evicted
+        self._checked_realms: set[str] = set()  # realms known to be valid quoted-string text
 
     def challenges(self, realm: str, now: float, stale: bool = False) -> list[Challenge]:
         """Return one challenge per configured algorithm, in order (RFC 8760 2.4).
@@ -532,6 +579,25 @@ class DigestAuthenticator:
             Challenge(realm, nonce, opaque, stale, algorithm.value, ("auth",))
             for algorithm in self.algorithms
         ]
+
+    def challenge_headers(self, realm: str, now: float, stale: bool = False) -> list[str]:
+        """``str()`` of each of :meth:`challenges`, written without building the objects.
+
+        The call path's form: one header value per configured algorithm, sharing a fresh
+        nonce, exactly as ``[str(c) for c in self.challenges(realm, now, stale)]``.
+        """
+        if realm not in self._checked_realms:
+            _check_text("realm", realm)
+            if len(self._checked_realms) >= 1024:
+                self._checked_realms.clear()
+            self._checked_realms.add(realm)
+        nonce = self._new_nonce(realm, now)  # base64url: nothing to escape
+        head = f'Digest realm={_quote(realm)}, nonce="{nonce}"'
+        if self.use_opaque:
+            head += f', opaque="{self._opaque_for(nonce)}"'
+        if stale:
+            head += ", stale=true"
+        return [f'{head}, algorithm={algorithm.value}, qop="auth"' for algorithm in self.algorithms]
 
     def verify(
         self,
@@ -640,13 +706,16 @@ class DigestAuthenticator:
 
     def _nonce_mac(self, issued_and_salt: bytes, realm: str) -> bytes:
         message = issued_and_salt + realm.encode("utf-8")
-        return hmac.digest(self._nonce_key, message, "sha256")[:_MAC_SIZE]
+        mac = self._nonce_hmac.copy()
+        mac.update(message)
+        return mac.digest()[:_MAC_SIZE]
 
     def _check_nonce(self, nonce: str, realm: str) -> int | None:
         """Return the issue time (ms) of a nonce this server made for ``realm``, or None."""
         if _NONCE_TEXT.fullmatch(nonce) is None:
             return None
-        raw = base64.urlsafe_b64decode(nonce)  # 64 characters: canonical, no padding
+        # 64 characters of the base64url alphabet (checked above): 48 bytes, no padding
+        raw = binascii.a2b_base64(nonce.encode("ascii").translate(_FROM_URLSAFE))
         head, mac = raw[: 8 + _SALT_SIZE], raw[8 + _SALT_SIZE :]
         if not hmac.compare_digest(mac, self._nonce_mac(head, realm)):
             return None
@@ -654,7 +723,9 @@ class DigestAuthenticator:
         return issued_ms
 
     def _opaque_for(self, nonce: str) -> str:
-        return _b64(hmac.digest(self._opaque_key, nonce.encode("utf-8"), "sha256")[:12])
+        mac = self._opaque_hmac.copy()
+        mac.update(nonce.encode("utf-8"))
+        return _b64(mac.digest()[:12])
 
     def _count(self, nonce: str, issued_ms: int, nc: int, now: float) -> Verdict:
         """Accept ``nc`` only if it beats the highest seen for ``nonce`` (RFC 7616 3.3)."""

@@ -17,6 +17,7 @@ from minipbx.sip.uri import (
     SipUri,
     Uri,
     check_host,
+    clear_uri_caches,
     format_params,
     parse_uri,
 )
@@ -179,6 +180,10 @@ SINGLE_HEADERS = frozenset(
     ]
 )
 
+# One shared string per well-known method name (kept by every transaction key and CSeq).
+_METHODS = ["INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "REGISTER", "INFO", "UPDATE"]
+_METHODS += ["MESSAGE", "REFER", "NOTIFY", "SUBSCRIBE", "PUBLISH", "PRACK"]
+METHOD_NAMES = {m: m for m in _METHODS}
 TOKEN_CHARS = ALNUM + "-.!%*_+`'~"
 VALUE_CHARS = TOKEN_CHARS + ":[]/"  # RFC 3261 25.1 gen-value: token / host
 _DIGITS = re.compile(r"[0-9]+\Z")
@@ -208,9 +213,9 @@ def parse_uint(text: str, what: str, limit: int = MAX_UINT32) -> int:
         text = text.strip()
         if not _DIGITS.match(text):
             raise ParseError(f"{what} is not a number: {text!r}")
-    if len(text) > 12 or int(text) > limit:
+    if len(text) > 12 or (value := int(text)) > limit:
         raise ParseError(f"{what} {text} out of range (max {limit})")
-    return int(text)
+    return value
 
 
 def split_list(value: str) -> list[str]:
@@ -333,6 +338,10 @@ def _split_semicolons(text: str) -> list[str]:
     return parts
 
 
+_NAME_ADDRS: dict[str, NameAddr] = {}  # parsed values by text, see NameAddr.parse
+_NAME_ADDRS_SIZE = 2048
+
+
 @dataclass(slots=True)
 class NameAddr:
     """``[display-name] <URI> *(;param)`` as in From, To, Contact, Route (RFC 3261 20.10)."""
@@ -343,7 +352,23 @@ class NameAddr:
 
     @classmethod
     def parse(cls, value: str, what: str = "name-addr") -> NameAddr:
-        """Parse a name-addr or addr-spec with header parameters (RFC 3261 20.10, 25.1)."""
+        """Parse a name-addr or addr-spec with header parameters (RFC 3261 20.10, 25.1).
+
+        The same values come again and again (a dialog's From and To, a phone's Contact), so
+        parses are shared by text: never modify the result (``with_tag`` makes a copy).
+        """
+        if cls is NameAddr:
+            cached = _NAME_ADDRS.get(value)
+            if cached is None:
+                cached = cls._parse(value, what)
+                if len(_NAME_ADDRS) >= _NAME_ADDRS_SIZE:
+                    _NAME_ADDRS.clear()
+                _NAME_ADDRS[value] = cached
+            return cached
+        return cls._parse(value, what)
+
+    @classmethod
+    def _parse(cls, value: str, what: str) -> NameAddr:
         display: str | None = None
         first = value[:1]
         if first == "<":
@@ -440,7 +465,7 @@ class Via:
             host = host.rstrip(" \t")
         if not host:
             raise ParseError(f"missing host in Via {value[:80]!r}")
-        check_host(host)
+        host = check_host(host)
         port_no = parse_uint(port, "Via port", 65535) if colon else None
         parsed = parse_header_params(semi + params, "Via") if semi else {}
         received = parsed.get("received")
@@ -497,7 +522,8 @@ class CSeq:
         parts = value.split()
         if len(parts) != 2 or not is_token(parts[1]):
             raise ParseError(f"malformed CSeq {value!r}")
-        return cls(parse_uint(parts[0], "CSeq number"), parts[1])
+        method = parts[1]
+        return cls(parse_uint(parts[0], "CSeq number"), METHOD_NAMES.get(method, method))
 
     def __str__(self) -> str:
         return f"{self.seq} {self.method}"
@@ -526,6 +552,12 @@ class Token:
     def param(self, name: str) -> str | None:
         """A parameter value without quotes."""
         return unquote(self.params.get(name))
+
+
+def clear_parse_caches() -> None:
+    """Forget the shared parses of URIs, name-addrs and hosts (bounded; for memory tests)."""
+    _NAME_ADDRS.clear()
+    clear_uri_caches()
 
 
 def parse_tokens(value: str, what: str) -> list[str]:

@@ -67,41 +67,78 @@ for _alias, _canon in CANONICAL.items():
     _KEYS[_alias] = _KEYS[_canon] = _KEYS[_canon.lower()] = _canon.lower()
 
 
+# What the index of a Headers holds for one name: the value of its only line (most
+# headers), or the values of its lines when it has several. A dict of strings is never
+# tracked by the cyclic garbage collector and needs no list per header.
+Lines = str | list[str] | None
+Index = dict[str, str | list[str]]
+
+
+def _as_list(lines: Lines) -> list[str]:
+    if lines is None:
+        return []
+    return [lines] if type(lines) is str else lines  # type: ignore[return-value]
+
+
+def _copy_views(source: dict[str, Any], target: dict[str, Any], tagged: bool) -> None:
+    """A response copies Via, From, To, Call-ID and CSeq: so do their parsed views (not
+    To when the response's To got a tag: parsed if someone asks)."""
+    for name in _COPIED_VIEWS if tagged else _COPIED_VIEWS_TO:
+        value = source.get(name)
+        if value is not None:
+            target[name] = value
+
+
+_COPIED_VIEWS = ("vias", "from", "call-id", "cseq")
+_COPIED_VIEWS_TO = (*_COPIED_VIEWS, "to")
+
+
+def _first(lines: Lines) -> str:
+    """The value of the first line ("" when there is none)."""
+    if type(lines) is str:
+        return lines
+    return lines[0] if lines else ""
+
+
 class Headers:
     """Ordered, case-insensitive multi-map of header lines with a cache of typed values."""
 
-    __slots__ = ("_cache", "_index", "_items")
+    __slots__ = ("_cache", "_index", "_items", "_plain")
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
         self._items: list[tuple[str, str]] = [(canonical_name(n), v) for n, v in items]
-        self._index: dict[str, list[str]] | None = None
+        self._index: Index | None = None
         self._cache: dict[str, Any] = {}
+        self._plain: Message | None = None  # essentials() made from these headers
 
     @classmethod
-    def _trusted(
-        cls, items: list[tuple[str, str]], index: dict[str, list[str]] | None = None
-    ) -> Headers:
+    def _trusted(cls, items: list[tuple[str, str]], index: Index | None = None) -> Headers:
         """Wrap a list whose names are already canonical (used by the parser)."""
         obj = cls.__new__(cls)
         obj._items = items
         obj._index = index
         obj._cache = {}
+        obj._plain = None
         return obj
 
     def _changed(self) -> None:
         self._index = None
         self._cache.clear()
+        self._plain = None
 
-    def _lookup(self) -> dict[str, list[str]]:
+    def _lookup(self) -> Index:
         index = self._index
         if index is None:
             index = self._index = {}
             for n, v in self._items:
                 key = header_key(n)
-                if key in index:
-                    index[key].append(v)
+                same = index.get(key)
+                if same is None:
+                    index[key] = v
+                elif type(same) is str:
+                    index[key] = [same, v]
                 else:
-                    index[key] = [v]
+                    same.append(v)  # type: ignore[union-attr]
         return index
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
@@ -122,16 +159,18 @@ class Headers:
     def get(self, name: str) -> str | None:
         """The value of the first line called ``name``, or None."""
         values = self._lookup().get(header_key(name))
-        return values[0] if values else None
+        if values is None or type(values) is str:
+            return values
+        return values[0]
 
     def get_all(self, name: str) -> list[str]:
         """The values of every line called ``name``, in order."""
-        return self._lookup().get(header_key(name), [])
+        return _as_list(self._lookup().get(header_key(name)))
 
     def values(self, name: str) -> list[str]:
         """Every value of a list header, lines split on commas (RFC 3261 7.3.1)."""
         key = header_key(name)
-        lines = self._lookup().get(key, [])
+        lines = _as_list(self._lookup().get(key))
         if key not in LIST_HEADERS:
             return list(lines)
         out: list[str] = []
@@ -196,10 +235,11 @@ class Headers:
 
 _MISSING = object()
 _ESSENTIAL = frozenset(("Via", "From", "To", "Call-ID", "CSeq"))
-Lines = list[str] | None
 
 
 def _one(lines: Lines, name: str) -> str:
+    if type(lines) is str:
+        return lines
     if not lines:
         raise ParseError(f"missing {name} header")
     if len(lines) > 1:
@@ -208,10 +248,10 @@ def _one(lines: Lines, name: str) -> str:
 
 
 def _vias(lines: Lines) -> list[Via]:
+    if type(lines) is str:
+        return parse_via_list(lines)
     if not lines:
         raise ParseError("missing Via header")
-    if len(lines) == 1:
-        return parse_via_list(lines[0])
     return [via for line in lines for via in parse_via_list(line)]
 
 
@@ -235,6 +275,8 @@ def _cseq(lines: Lines) -> CSeq:
 
 
 def _content_length(lines: Lines) -> int | None:
+    if type(lines) is str:
+        return parse_uint(lines, "Content-Length")
     if not lines:
         return None
     values = {parse_uint(v, "Content-Length") for v in lines}
@@ -244,16 +286,18 @@ def _content_length(lines: Lines) -> int | None:
 
 
 def _expires(lines: Lines) -> int | None:
-    return None if not lines else parse_uint(_one(lines, "Expires"), "Expires")
+    return None if lines is None else parse_uint(_one(lines, "Expires"), "Expires")
 
 
 def _max_forwards(lines: Lines) -> int | None:
-    return None if not lines else parse_uint(_one(lines, "Max-Forwards"), "Max-Forwards", 255)
+    if lines is None:
+        return None
+    return parse_uint(_one(lines, "Max-Forwards"), "Max-Forwards", 255)
 
 
 def _contacts(lines: Lines) -> list[NameAddr]:
     out: list[NameAddr] = []
-    for line in lines or ():
+    for line in _as_list(lines):
         if line.strip() != "*":
             out.extend(parse_name_addr_list(line, "Contact"))
     for contact in out:
@@ -264,6 +308,8 @@ def _contacts(lines: Lines) -> list[NameAddr]:
 
 
 def _name_addr_lines(lines: Lines, name: str) -> list[NameAddr]:
+    if type(lines) is str:
+        return parse_name_addr_list(lines, name)
     return [na for line in lines or () for na in parse_name_addr_list(line, name)]
 
 
@@ -294,7 +340,7 @@ class View(Generic[T]):
             value = cache[self.name] = self.build(headers._lookup().get(self.key))
         return value  # type: ignore[no-any-return]
 
-    def fill(self, headers: Headers, index: dict[str, list[str]]) -> None:
+    def fill(self, headers: Headers, index: Index) -> None:
         """Parse the header into the cache now (the parser validates this way)."""
         headers._cache[self.name] = self.build(index.get(self.key))
 
@@ -335,9 +381,20 @@ class Message:
     def _start(self) -> str:
         raise NotImplementedError
 
-    def _essential_headers(self) -> Headers:
+    def _essential_headers(self) -> Headers | None:
+        """The identifying headers alone, or None when the message has nothing else."""
         keep = _ESSENTIAL
-        return Headers._trusted([item for item in self.headers._items if item[0] in keep])
+        items = self.headers._items
+        kept = [item for item in items if item[0] in keep]
+        if len(kept) == len(items) and not self.body:
+            return None
+        headers = Headers._trusted(kept)
+        cache = self.headers._cache
+        for name in ("call-id", "cseq"):  # cheap to keep, asked for often (not Via: big)
+            value = cache.get(name)
+            if value is not None:
+                headers._cache[name] = value
+        return headers
 
     def __bytes__(self) -> bytes:
         lines = [self._start()]
@@ -350,27 +407,32 @@ class Message:
     @property
     def vias(self) -> list[Via]:
         """Every Via value, top first (RFC 3261 20.42)."""
-        return VIAS.get(self)
+        value = self.headers._cache.get("vias")  # parsed already: the usual case
+        return value if value is not None else VIAS.get(self)
 
     @property
     def from_(self) -> NameAddr:
         """The From header (RFC 3261 20.20)."""
-        return FROM.get(self)
+        value = self.headers._cache.get("from")  # parsed already: the usual case
+        return value if value is not None else FROM.get(self)
 
     @property
     def to(self) -> NameAddr:
         """The To header (RFC 3261 20.39)."""
-        return TO.get(self)
+        value = self.headers._cache.get("to")  # parsed already: the usual case
+        return value if value is not None else TO.get(self)
 
     @property
     def call_id(self) -> str:
         """The Call-ID (RFC 3261 20.8), no whitespace."""
-        return CALL_ID.get(self)
+        value = self.headers._cache.get("call-id")  # parsed already: the usual case
+        return value if value is not None else CALL_ID.get(self)
 
     @property
     def cseq(self) -> CSeq:
         """The CSeq header (RFC 3261 20.16)."""
-        return CSEQ.get(self)
+        value = self.headers._cache.get("cseq")  # parsed already: the usual case
+        return value if value is not None else CSEQ.get(self)
 
     @property
     def content_length(self) -> int | None:
@@ -400,13 +462,42 @@ class Message:
     @property
     def via(self) -> Via:
         """The top Via."""
-        return self.vias[0]
+        vias = self.headers._cache.get("vias")
+        return (vias if vias is not None else VIAS.get(self))[0]
 
     @property
     def star_contact(self) -> bool:
         """True for ``Contact: *`` (REGISTER removing every binding, RFC 3261 10.2.2)."""
         lines = self.headers.get_all("Contact")
         return any(line.strip() == "*" for line in lines)
+
+    def replace_top_via(self, via: Via) -> None:
+        """Put ``via`` in place of the top Via value, in its own line and position.
+
+        For the transport's ``received``/``rport`` stamp (RFC 3261 18.2.1, RFC 3581 4):
+        unlike a header rewrite, the parsed views of the message stay cached.
+        """
+        headers = self.headers
+        items = headers._items
+        for i, item in enumerate(items):  # the top Via is nearly always the first line
+            if item[0] == "Via":
+                at, line = i, item[1]
+                break
+        else:
+            raise ValueError("the message has no Via header")
+        text = str(via)
+        if "," in line:
+            text = ", ".join([text, *split_list(line)[1:]])
+        items[at] = ("Via", text)
+        headers._plain = None
+        index = headers._index
+        if index is not None:
+            lines = index["via"]
+            index["via"] = text if type(lines) is str else [text, *lines[1:]]
+        cache = headers._cache
+        vias = cache.get("vias")
+        if vias is not None:
+            cache["vias"] = [via, *vias[1:]]
 
     def name_addrs(self, name: str) -> list[NameAddr]:
         """Path, Service-Route... values, in order (``routes``/``record_routes`` are cached)."""
@@ -454,8 +545,20 @@ class Request(Message):
         return f"{self.method} {self.uri} SIP/2.0"
 
     def essentials(self) -> Request:
-        """A copy with only Via, From, To, Call-ID and CSeq and no body (small to keep)."""
-        return Request(self.method, self.uri, self._essential_headers())
+        """A copy with only Via, From, To, Call-ID and CSeq and no body (small to keep).
+
+        The message itself when it has nothing more (essentials of essentials); the same
+        copy for every call until the headers change (a copy is never to be modified).
+        """
+        # One copy however many keep it (the INVITE's: its transaction and its call).
+        plain = self.headers._plain
+        if type(plain) is Request and plain.method == self.method and plain.uri is self.uri:
+            return plain
+        headers = self._essential_headers()
+        if headers is None:
+            return self
+        plain = self.headers._plain = Request(self.method, self.uri, headers)
+        return plain
 
     def __repr__(self) -> str:
         return f"<Request {self.method} {self.uri}>"
@@ -481,21 +584,25 @@ class Request(Message):
         request's To has none (the UAS picks the tag; 100 Trying never gets one).
         """
         src = self.headers
-        items: list[tuple[str, str]] = [(n, v) for n, v in src._items if n == "Via"]
-        to = src.get("To") or ""
+        index = src._lookup()
+        vias = index.get("via")
+        items: list[tuple[str, str]] = (
+            [("Via", vias)] if type(vias) is str else [("Via", v) for v in _as_list(vias)]
+        )
+        to = plain_to = _first(index.get("to"))
         if to_tag is not None and status > 100 and self.to.tag is None:
             to = f"{to};tag={to_tag}"
         items += [
-            ("From", src.get("From") or ""),
+            ("From", _first(index.get("from"))),
             ("To", to),
-            ("Call-ID", src.get("Call-ID") or ""),
-            ("CSeq", src.get("CSeq") or ""),
+            ("Call-ID", _first(index.get("call-id"))),
+            ("CSeq", _first(index.get("cseq"))),
         ]
         if status == 100 and (ts := src.get("Timestamp")) is not None:
             items.append(("Timestamp", ts))  # RFC 3261 8.2.6.1
-        items += [(canonical_name(n), v) for n, v in headers]
         resp = Response(status, reason or REASONS.get(status, ""), Headers._trusted(items))
-        resp.set_body(body, content_type)
+        if _finish(resp, items, headers, body, content_type):
+            _copy_views(src._cache, resp.headers._cache, to is not plain_to)
         return resp
 
 
@@ -515,8 +622,19 @@ class Response(Message):
         return f"SIP/2.0 {self.status} {self.reason}"
 
     def essentials(self) -> Response:
-        """A copy with only Via, From, To, Call-ID and CSeq and no body (small to keep)."""
-        return Response(self.status, self.reason, self._essential_headers())
+        """A copy with only Via, From, To, Call-ID and CSeq and no body (small to keep).
+
+        The message itself when it has nothing more (essentials of essentials); the same
+        copy for every call until the headers change (a copy is never to be modified).
+        """
+        plain = self.headers._plain
+        if type(plain) is Response and plain.status == self.status and plain.reason == self.reason:
+            return plain
+        headers = self._essential_headers()
+        if headers is None:
+            return self
+        plain = self.headers._plain = Response(self.status, self.reason, headers)
+        return plain
 
     def __repr__(self) -> str:
         return f"<Response {self.status} {self.reason}>"
@@ -555,7 +673,50 @@ def build_request(
         ("Call-ID", call_id),
         ("CSeq", f"{cseq} {method}"),
     ]
-    items += [(canonical_name(n), v) for n, v in headers]
     req = Request(method, uri, Headers._trusted(items))
-    req.set_body(body, content_type)
+    if _finish(req, items, headers, body, content_type):
+        # The views of what was just written are the values it was written from: no
+        # parse of our own text (treated as immutable, like every parsed value).
+        cache = req.headers._cache
+        cache["vias"] = [via]
+        cache["from"] = from_
+        cache["to"] = to
+        cache["call-id"] = call_id
+        cache["cseq"] = CSeq(cseq, method)
+        cache["max-forwards"] = max_forwards
     return req
+
+
+_BODY_HEADERS = ("Content-Type", "Content-Length")
+_BUILT = frozenset((*_ESSENTIAL, "Max-Forwards"))
+
+
+def _finish(
+    msg: Message,
+    items: list[tuple[str, str]],
+    extra: Iterable[tuple[str, str]],
+    body: bytes,
+    content_type: str | None,
+) -> bool:
+    """Append ``extra`` header lines to a message being built, then set its body.
+
+    What ``items.extend(extra)`` and ``msg.set_body(body, content_type)`` do, without
+    rewriting the header list when ``extra`` holds no Content-Type or Content-Length.
+    True when ``extra`` adds none of the headers the builder wrote itself (Via, From, To,
+    Call-ID, CSeq, Max-Forwards): their typed views may then be filled in directly.
+    """
+    start = len(items)
+    items += [(canonical_name(n), v) for n, v in extra]
+    own = True
+    for item in items[start:]:
+        name = item[0]
+        if name in _BODY_HEADERS:
+            msg.set_body(body, content_type)
+            return False
+        if name in _BUILT:
+            own = False
+    msg.body = body
+    if content_type is not None:
+        items.append(("Content-Type", content_type))
+    items.append(("Content-Length", str(len(body))))
+    return own

@@ -7,10 +7,12 @@ messages by Content-Length. Nothing but :class:`ParseError` ever escapes either.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from minipbx.sip.errors import ParseError
-from minipbx.sip.headers import CANONICAL, SINGLE_HEADERS, is_token
+from minipbx.sip.headers import CANONICAL, METHOD_NAMES, SINGLE_HEADERS, is_token
 from minipbx.sip.message import (
     CALL_ID,
     CONTACTS,
@@ -24,8 +26,11 @@ from minipbx.sip.message import (
     TO,
     VIAS,
     Headers,
+    Index,
+    Lines,
     Request,
     Response,
+    View,
 )
 from minipbx.sip.uri import AbsoluteUri, SipUri, parse_uri
 
@@ -100,7 +105,7 @@ _NAMES.update({canon: (canon, canon.lower()) for canon in CANONICAL.values()})
 def _header_items(lines: list[str]) -> tuple[Headers, str | None]:
     """Split header lines into (canonical name, value); report a repeated single header."""
     items: list[tuple[str, str]] = []
-    index: dict[str, list[str]] = {}
+    index: Index = {}
     repeated: str | None = None
     names = _NAMES
     for line in lines:
@@ -121,9 +126,12 @@ def _header_items(lines: list[str]) -> tuple[Headers, str | None]:
         items.append((canon, value))
         same = index.get(key)
         if same is None:
-            index[key] = [value]
+            index[key] = value  # the usual case: one line (see message.Index)
         else:
-            same.append(value)
+            if type(same) is str:
+                index[key] = [same, value]
+            else:
+                same.append(value)  # type: ignore[union-attr]
             if repeated is None and key in SINGLE_HEADERS:
                 repeated = canon
     return Headers._trusted(items, index), repeated
@@ -144,58 +152,67 @@ def _check_rest(msg: Request | Response, repeated: str | None, body: bytes, stre
         raise ParseError(f"more than one {repeated} header")
     headers = msg.headers
     index = headers._lookup()
-    for view in _ALSO_CHECKED:
-        if view.key in index:
-            view.fill(headers, index)
-    length = msg.content_length
+    cache = headers._cache
+    for name, key, build in _ALSO_CHECKED:
+        lines = index.get(key)
+        if lines is not None:
+            cache[name] = build(lines)
+    length = cache.get("content-length")
     if length is not None:
         if length > len(body):
             raise ParseError(f"Content-Length {length} exceeds the {len(body)} body octets")
         if length < len(body):
             msg.body = body[:length]  # RFC 3261 18.3: extra datagram octets are discarded
+    else:
+        cache["content-length"] = None
+
+
+def _views(*views: View[Any]) -> tuple[tuple[str, str, Callable[[Lines], Any]], ...]:
+    """(cache name, index key, builder) of each view: what View.fill does, unrolled."""
+    return tuple((view.name, view.key, view.build) for view in views)
 
 
 # Parsed at once when present, so their errors surface here and not deep in the PBX.
-_ALSO_CHECKED = (
-    EXPIRES,
-    CONTENT_LENGTH,
-    CONTACTS,
-    ROUTES,
-    RECORD_ROUTES,
-)
-_COMMON = (VIAS, FROM, TO, CALL_ID, CSEQ)
+_ALSO_CHECKED = _views(EXPIRES, CONTENT_LENGTH, CONTACTS, ROUTES, RECORD_ROUTES)
+_COMMON = _views(VIAS, FROM, TO, CALL_ID, CSEQ)
 _ANSWER_NEEDS = (("from", "From"), ("to", "To"), ("call-id", "Call-ID"), ("cseq", "CSeq"))
 # Needed intact to answer: the top Via routes the response, the rest is copied into it.
-_WELL_FORMED = (VIAS, FROM, TO, CALL_ID)
+_WELL_FORMED = _views(VIAS, FROM, TO, CALL_ID)
+_build_cseq = CSEQ.build
+_build_max_forwards = MAX_FORWARDS.build
 
 
 def _request(
     start: str, headers: Headers, body: bytes, repeated: str | None, stream: bool
 ) -> Request:
     m = _REQUEST_LINE.match(start)
-    req = Request(m.group(1) if m else "", _PLACEHOLDER, headers, body)
+    method = m.group(1) if m else ""
+    req = Request(METHOD_NAMES.get(method, method), _PLACEHOLDER, headers, body)
     index = headers._lookup()
+    cache = headers._cache
     # A response can be built when Via, From, To, Call-ID and CSeq are there once each and
     # well-formed (RFC 3261 8.2.6.2); a scalar out of range is answered (RFC 4475 3.1.2.4).
     try:
         for key, name in _ANSWER_NEEDS:
             values = index.get(key)
-            if not values or len(values) > 1:
+            if type(values) is not str:  # absent, or a list of several lines
                 raise ParseError(f"{'missing' if not values else 'more than one'} {name} header")
-        for view in _WELL_FORMED:
-            view.fill(headers, index)
-        cseq = index["cseq"][0].split()
+        for name, key, build in _WELL_FORMED:
+            cache[name] = build(index.get(key))
+        cseq_line: str = index["cseq"]  # type: ignore[assignment]
+        cseq = cseq_line.split()
         if len(cseq) != 2 or not (cseq[0].isdigit() and cseq[0].isascii()):
-            raise ParseError(f"malformed CSeq {index['cseq'][0]!r}")
+            raise ParseError(f"malformed CSeq {cseq_line!r}")
     except ParseError as exc:
         exc.answerable = False
         raise
     try:
-        CSEQ.fill(headers, index)  # in range, a token for the method
+        parsed_cseq = cache["cseq"] = _build_cseq(cseq_line)  # in range, a token for the method
         if m is None:
             raise ParseError(f"malformed request line {start[:80]!r}")
-        method, uri_text, version = m.groups()
-        if version.upper() != "SIP/2.0":
+        _, uri_text, version = m.groups()
+        method = req.method
+        if version != "SIP/2.0" and version.upper() != "SIP/2.0":
             raise ParseError(f"unsupported SIP version {version}", status=505)
         uri = parse_uri(uri_text)
         if isinstance(uri, AbsoluteUri):
@@ -203,9 +220,9 @@ def _request(
         if isinstance(uri, SipUri) and uri.headers:
             raise ParseError("headers are not allowed in a Request-URI")  # RFC 3261 19.1.1
         req.uri = uri
-        if req.cseq.method != method:
-            raise ParseError(f"CSeq method {req.cseq.method} does not match {method}")
-        MAX_FORWARDS.fill(headers, index)
+        if parsed_cseq.method != method:
+            raise ParseError(f"CSeq method {parsed_cseq.method} does not match {method}")
+        cache["max-forwards"] = _build_max_forwards(index.get("max-forwards"))
         _check_rest(req, repeated, body, stream)
     except ParseError as exc:
         exc.answerable = True
@@ -221,15 +238,16 @@ def _response(
     if m is None:
         raise ParseError(f"malformed status line {start[:80]!r}")
     version, code, reason = m.groups()
-    if version.upper() != "SIP/2.0":
+    if version != "SIP/2.0" and version.upper() != "SIP/2.0":
         raise ParseError(f"unsupported SIP version {version}", status=505)
     status = int(code)
     if not 100 <= status <= 699:
         raise ParseError(f"status code {status} out of range")
     resp = Response(status, reason or "", headers, body)
     index = headers._lookup()
-    for view in _COMMON:
-        view.fill(headers, index)
+    cache = headers._cache
+    for name, key, build in _COMMON:
+        cache[name] = build(index.get(key))
     _check_rest(resp, repeated, body, stream)
     return resp
 

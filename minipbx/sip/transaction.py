@@ -94,6 +94,7 @@ __all__ = [
 ]
 
 _UNRELIABLE = frozenset({"UDP"})
+_COMPACT_ABOVE = 4096  # transactions: below that, the tables are not worth copying
 _HeapEntry = tuple[float, int, Transaction, Trigger]
 _AckKey = tuple[str, int, str | None, str | None]
 
@@ -122,6 +123,7 @@ class TransactionLayer:
         self._client: dict[Hashable, ClientTransaction] = {}
         self._server: dict[Hashable, ServerTransaction] = {}
         self._accepted: dict[_AckKey, ServerTransaction] = {}  # 2xx sent, waiting for ACK
+        self._peak = 0  # most transactions held since the tables were last compacted
         self._datagrams: list[tuple[bytes, Address]] = []
         self._events: deque[Event] = deque()
         self._heap: list[_HeapEntry] = []
@@ -172,6 +174,10 @@ class TransactionLayer:
             self._events.append(UnmatchedResponse(response, source))
             return
         tx._handle(_status_trigger(response.status, False), now, response, source)
+        if tx.kind is TransactionKind.CLIENT_INVITE and (
+            tx.state is TxState.ACCEPTED or tx.state is TxState.COMPLETED
+        ):
+            _trim(tx)  # the TU got the whole response in its event
 
     def _receive_request(
         self, request: Request, source: Address, now: float, reliable: bool | None
@@ -190,6 +196,7 @@ class TransactionLayer:
         )
         tx = ServerTransaction(kind, request, source, reliable, key, self)
         self._server[key] = tx
+        self._note_size()
         self._events.append(RequestReceived(tx, request, source))
         tx._start(now)
 
@@ -249,6 +256,7 @@ class TransactionLayer:
         )
         tx = ClientTransaction(kind, request, destination, reliable, key, self)
         self._client[key] = tx
+        self._note_size()
         tx._data = bytes(request)  # serialized once; retransmissions reuse the bytes
         self._datagrams.append((tx._data, destination))
         tx._start(now)
@@ -274,15 +282,20 @@ class TransactionLayer:
         (e.g. a second final response, or any response once terminated).
         """
         transaction._handle(_status_trigger(response.status, True), now, response)
-        if transaction.state is TxState.ACCEPTED and not transaction.acked:
-            req = transaction.request
-            key = (req.call_id, req.cseq.seq, req.from_.tag, response.to.tag)
-            self._accepted[key] = transaction
-        elif transaction.state is TxState.COMPLETED and not transaction.is_invite:
-            # Timer J keeps the transaction 32 s only to resend the response bytes (kept
-            # serialized): hold just the headers that identify both messages meanwhile.
-            transaction.request = transaction.request.essentials()
-            transaction.last_response = response.essentials()
+        state = transaction.state
+        if state is TxState.ACCEPTED:
+            if not transaction.acked:
+                req = transaction.request
+                key = (req.call_id, req.cseq.seq, req.from_.tag, response.to.tag)
+                self._accepted[key] = transaction
+            _trim(transaction)
+        elif state is TxState.COMPLETED:
+            if transaction.is_invite:
+                _trim(transaction)
+            else:
+                # Timer J keeps the transaction 32 s only to resend the response bytes
+                # (kept serialized): nothing else is held (ServerTransaction._compact).
+                transaction._compact()
 
     def send_stateless(self, message: Message | bytes, destination: Address) -> None:
         """Queue a message (or its bytes) outside any transaction (ACK for a 2xx, replies)."""
@@ -356,6 +369,19 @@ class TransactionLayer:
         if tx._timers.pop(timer, None) is not None:
             self._live -= 1
 
+    def _note_size(self) -> None:
+        count = len(self._client) + len(self._server)
+        if count > self._peak:
+            self._peak = count
+
+    def _compact_tables(self) -> None:
+        """A dict keeps the table of its largest size: after a burst (a registration storm)
+        copy the few transactions left into right-sized ones and let the big tables go."""
+        self._client = dict(self._client)
+        self._server = dict(self._server)
+        self._accepted = dict(self._accepted)
+        self._peak = self.transaction_count
+
     def _removed(self, tx: Transaction) -> None:
         self._live -= len(tx._timers)
         tx._timers.clear()
@@ -363,18 +389,35 @@ class TransactionLayer:
         table = self._client if isinstance(tx, ClientTransaction) else self._server
         if table.get(tx.key) is tx:
             del table[tx.key]
+            count = self.transaction_count
+            peak = self._peak
+            if (peak > _COMPACT_ABOVE and count * 8 < peak) or (count == 0 and peak > 8):
+                self._compact_tables()
         if tx.kind is TransactionKind.SERVER_INVITE and tx.last_response is not None:
             req = tx.request
             key = (req.call_id, req.cseq.seq, req.from_.tag, tx.last_response.to.tag)
             if self._accepted.get(key) is tx:
                 del self._accepted[key]
         # Whoever still holds the transaction (a call, for its lifetime) needs only what
-        # identifies its messages; the parsed bodies and the wire bytes can go.
-        tx.request = tx.request.essentials()
-        if tx.last_response is not None:
-            tx.last_response = tx.last_response.essentials()
-        tx._data = b""
+        # identifies its messages; the parsed bodies and the wire bytes can go. A compacted
+        # one keeps its response bytes: they are all it has left.
+        if tx._parts is None:
+            tx.request = tx.request.essentials()
+            if tx._last_response is not None:
+                tx.last_response = tx._last_response.essentials()
+            tx._data = b""
         self._events.append(TransactionTerminated(tx))
+
+
+def _trim(tx: Transaction) -> None:
+    """A final response went out (or came in) on an INVITE transaction: from here on it
+    only resends bytes and matches ACKs and retransmissions, so its messages keep just
+    the headers that identify them (bodies and the rest go: timers H, L, M and D hold
+    the transaction 32 s)."""
+    tx.request = tx.request.essentials()
+    response = tx._last_response
+    if response is not None:
+        tx.last_response = response.essentials()
 
 
 def _server_key(request: Request, method: str, to_tag: str | None) -> tuple[Hashable, bool]:
@@ -386,7 +429,9 @@ def _server_key(request: Request, method: str, to_tag: str | None) -> tuple[Hash
     via = request.via
     branch = via.branch
     if branch is not None and branch.startswith(MAGIC_COOKIE):
-        return (branch, via.host.lower(), via.port, method), True
+        host = via.host
+        lower = host.lower()
+        return (branch, host if lower == host else lower, via.port, method), True
     # RFC 2543 (RFC 3261 17.2.3): Request-URI, To tag, From tag, Call-ID, CSeq, top Via.
     return (
         str(request.uri),

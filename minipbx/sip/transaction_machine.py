@@ -19,6 +19,8 @@ from typing import Protocol
 
 from minipbx.sip.errors import TransactionError
 from minipbx.sip.message import Headers, Request, Response
+from minipbx.sip.parser import parse
+from minipbx.sip.uri import Uri
 
 Address = Hashable  # opaque to this layer: the glue's (transport, host, port) or similar
 MAGIC_COOKIE = "z9hG4bK"  # RFC 3261 8.1.1.7
@@ -385,14 +387,15 @@ class Transaction:
         "_durations",
         "_host",
         "_interval",
+        "_last_response",
+        "_parts",
+        "_request",
         "_t2",
         "_timers",
         "key",
         "kind",
-        "last_response",
         "peer",
         "reliable",
-        "request",
         "state",
     )
 
@@ -407,11 +410,13 @@ class Transaction:
     ) -> None:
         self.kind = kind
         self.state = INITIAL_STATE[kind]
-        self.request = request
+        self._request: Request | None = request
         self.reliable = reliable
         self.peer = peer
         self.key = key
-        self.last_response: Response | None = None
+        self._last_response: Response | None = None
+        # (Request-URI, To line) of a compacted transaction, see ServerTransaction._compact
+        self._parts: tuple[Uri, str] | None = None
         self._host = host
         self._durations = host._durations[reliable]
         self._t2 = host.settings.t2
@@ -421,6 +426,45 @@ class Transaction:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.request.method} {self.key!r} {self.state.name}>"
+
+    @property
+    def request(self) -> Request:
+        """The request of the transaction (only its identifying headers once it ended)."""
+        request = self._request
+        if request is None:
+            request = self._request = self._rebuild_request()
+        return request
+
+    @request.setter
+    def request(self, request: Request) -> None:
+        self._request = request
+
+    @property
+    def last_response(self) -> Response | None:
+        """The last response sent (server) or received (client), if any."""
+        response = self._last_response
+        if response is None and self._parts is not None:
+            parsed = parse(self._data)
+            assert isinstance(parsed, Response)
+            response = self._last_response = parsed.essentials()
+        return response
+
+    @last_response.setter
+    def last_response(self, response: Response | None) -> None:
+        self._last_response = response
+
+    def _rebuild_request(self) -> Request:
+        """The identifying headers of a compacted transaction's request, from its response.
+
+        A response copies the request's Via, From, Call-ID and CSeq (RFC 3261 8.2.6.2);
+        the Request-URI and the To line (without our tag) were kept aside.
+        """
+        parts = self._parts
+        response = self.last_response
+        assert parts is not None and response is not None, "the request was dropped"
+        uri, to = parts
+        items = [(n, to if n == "To" else v) for n, v in response.headers]
+        return Request(response.cseq.method, uri, Headers._trusted(items))
 
     @property
     def is_invite(self) -> bool:
@@ -568,7 +612,20 @@ class ServerTransaction(Transaction):
     @property
     def final_sent(self) -> bool:
         """True once the TU sent a final response (a CANCEL then has no effect, 9.2)."""
-        return self.last_response is not None and self.last_response.status >= 200
+        if self._parts is not None:
+            return True  # compacted: only done in Completed
+        return self._last_response is not None and self._last_response.status >= 200
+
+    def _compact(self) -> None:
+        """Completed non-INVITE over UDP: Timer J keeps the transaction 64*T1 only to resend
+        the response bytes (RFC 3261 17.2.2). Keep those bytes, the Request-URI and the
+        request's To line; the parsed request and response are rebuilt from them when
+        someone asks (rarely): tens of thousands of registrations may wait here at once.
+        """
+        request = self.request
+        self._parts = (request.uri, request.headers.get("To") or "")
+        self._request = None
+        self._last_response = None
 
     def _run(
         self, action: Action, now: float, msg: Request | Response | None, source: Address

@@ -31,6 +31,7 @@ _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 # Characters that must be escaped when written back into each component.
 _USER_SAFE = frozenset(USER_CHARS) - {"%"}
 _PASSWORD_SAFE = frozenset(PASSWORD_CHARS) - {"%"}
+_SAFE_TEXT: dict[frozenset[str], str] = {}  # a safe set as the text str.strip takes
 
 Params = dict[str, "str | None"]
 
@@ -57,7 +58,10 @@ def unescape(text: str) -> str:
 
 def escape(text: str, safe: frozenset[str]) -> str:
     """Escape every character of ``text`` not in ``safe`` as %HH of its UTF-8 octets."""
-    if all(ch in safe for ch in text):
+    chars = _SAFE_TEXT.get(safe)
+    if chars is None:
+        chars = _SAFE_TEXT[safe] = "".join(sorted(safe))
+    if not text.strip(chars):  # every character is safe (one C call, no loop)
         return text
     out = []
     for ch in text:
@@ -84,24 +88,29 @@ def parse_params(text: str, what: str) -> Params:
 
 def format_params(params: Params) -> str:
     """Serialize parameters as ``;name=value`` / ``;flag``."""
-    return "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params.items())
+    if not params:
+        return ""
+    return "".join([f";{k}" if v is None else f";{k}={v}" for k, v in params.items()])
 
 
-_GOOD_HOSTS: dict[str, bool] = {}
+_GOOD_HOSTS: dict[str, str] = {}
 
 
-def check_host(host: str) -> None:
+def check_host(host: str) -> str:
     """Validate a host: hostname, IPv4 address or bracketed IPv6 reference (RFC 5118).
 
     The same few hosts (the PBX's own, its phones') appear in almost every message, so
-    hosts found valid are remembered in a small bounded set.
+    hosts found valid are remembered in a small bounded table. Returns the remembered
+    copy of the text: messages and transactions then share one string per host.
     """
-    if host in _GOOD_HOSTS:
-        return
+    known = _GOOD_HOSTS.get(host)
+    if known is not None:
+        return known
     _check_host(host)
     if len(_GOOD_HOSTS) >= 4096:
         _GOOD_HOSTS.clear()
-    _GOOD_HOSTS[host] = True
+    _GOOD_HOSTS[host] = host
+    return host
 
 
 def _check_host(host: str) -> None:
@@ -132,7 +141,8 @@ class SipUri:
     """A ``sip:`` or ``sips:`` URI. ``user`` and ``password`` are unescaped.
 
     Treat as immutable (use ``dataclasses.replace``): parsed values are cached by the
-    message they came from. Not frozen only because frozen dataclasses are slow to build.
+    message they came from and shared by every parse of the same text (``parse_uri``).
+    Not frozen only because frozen dataclasses are slow to build.
     """
 
     host: str
@@ -277,7 +287,7 @@ def parse_sip_uri(text: str, scheme: str) -> SipUri:
         host, colon, port = hostport.partition(":")
     if not host:
         raise ParseError(f"missing host in {scheme} URI")
-    check_host(host)
+    host = check_host(host)
     port_no = None
     if colon:
         if not (port.isdigit() and port.isascii()) or len(port) > 5 or int(port) > 65535:
@@ -315,8 +325,35 @@ def _tel_params(text: str) -> Params:
     return params
 
 
+# Parsed URIs by text. The same few URIs (the PBX's own, each phone's contact, each
+# extension's address) fill almost every message, so their parses are shared: a URI is
+# treated as immutable everywhere (see SipUri). Bounded: emptied when full.
+_URI_CACHE: dict[str, Uri] = {}
+_URI_CACHE_SIZE = 2048
+
+
+def clear_uri_caches() -> None:
+    """Forget the shared parses of URIs and the hosts known to be valid."""
+    _URI_CACHE.clear()
+    _GOOD_HOSTS.clear()
+
+
 def parse_uri(text: str) -> Uri:
-    """Parse any URI found in a SIP message; raise :class:`ParseError` (400) if malformed."""
+    """Parse any URI found in a SIP message; raise :class:`ParseError` (400) if malformed.
+
+    The result may be shared with other callers that parsed the same text: never modify
+    it (``dataclasses.replace`` makes a changed copy).
+    """
+    uri = _URI_CACHE.get(text)
+    if uri is None:
+        uri = _parse_uri(text)
+        if len(_URI_CACHE) >= _URI_CACHE_SIZE:
+            _URI_CACHE.clear()
+        _URI_CACHE[text] = uri
+    return uri
+
+
+def _parse_uri(text: str) -> Uri:
     scheme, colon, rest = text.partition(":")
     if scheme == "sip" or scheme == "sips":
         return parse_sip_uri(rest, scheme)

@@ -47,7 +47,6 @@ from minipbx.transport.logs import SourceLogLimiter, log
 from minipbx.transport.routing import (
     error_response,
     is_response,
-    prestamp_datagram,
     reconnect_destination,
     response_destination,
     stamp_request,
@@ -532,7 +531,7 @@ class TransportManager:
             self._oversized(data, source, now)
             return
         try:
-            message = parse(prestamp_datagram(data, source))  # RFC 3261 18.2.1, RFC 3581 4
+            message = parse(data)
         except ParseError as exc:
             if not data.strip(b"\r\n\t \x00"):
                 self.stats.keepalives += 1  # CRLF keep-alives some phones send over UDP

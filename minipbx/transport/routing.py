@@ -24,9 +24,6 @@ from minipbx.sip.message import REASONS
 from minipbx.transport.address import DEFAULT_PORTS, Address
 
 _TOP_VIA_UDP = re.compile(rb"(\n(?:via|v)[ \t]*:[ \t]*SIP[ \t]*/[ \t]*2\.0[ \t]*/[ \t]*)UDP", re.I)
-# The first Via line's first value (the leftmost match is the first Via header line).
-_TOP_VIA = re.compile(rb"\n(?:via|v)[ \t]*:[ \t]*([^,\r\n]*)", re.I)
-_FOLDED = (b"\r\n ", b"\r\n\t", b"\n ", b"\n\t")
 _REASON_CUT = re.compile(r"['\"]")
 _MAX_DETAIL = 60
 
@@ -69,46 +66,12 @@ def _stamped(via: Via, source: Address) -> Via | None:
 def stamp_request(request: Request, source: Address) -> None:
     """Add ``received``/``rport`` to the top Via of a request from ``source``, in place.
 
-    See :func:`_stamped` for the rules. Rewriting a header drops the message's parsed
-    header cache; :func:`prestamp_datagram` avoids that for datagrams.
+    See :func:`_stamped` for the rules. The Via value is replaced where it stands and the
+    message's parsed views stay cached (nothing is parsed twice).
     """
     top = _stamped(request.via, source)
-    if top is None:
-        return
-    headers = request.headers
-    headers.pop_first_value("Via")  # keeps further Via values of the same line in place
-    headers.prepend("Via", str(top))
-
-
-def prestamp_datagram(data: bytes, source: Address) -> bytes:
-    """``data`` with the top Via of a request stamped as :func:`stamp_request` would.
-
-    Done on the octets before parsing, so the parsed message needs no header rewrite.
-    Anything unusual (a response, a folded or quoted top Via, a Via that does not
-    parse) returns ``data`` unchanged and leaves the work to :func:`stamp_request`.
-    """
-    if is_response(data) or data[:1] in b"\r\n":  # leading CRLFs: leave it to the parser
-        return data
-    m = _TOP_VIA.search(data)
-    if m is None:
-        return data
-    start, end = m.span(1)
-    value = m.group(1)
-    if b'"' in value or data[end : end + 3].startswith(_FOLDED) or end == len(data):
-        return data
-    if b"rport" not in value and b"received" not in value:
-        # the usual case, decided without parsing: sent-by is the source IPv4 address
-        sent_by = value.partition(b" ")[2].partition(b";")[0].strip(b" \t")
-        if sent_by.partition(b":")[0] == source.host.encode("ascii", "replace"):
-            return data
-    try:
-        via = Via.parse(value.decode("ascii").strip(" \t"))
-    except (ParseError, UnicodeDecodeError):
-        return data
-    top = _stamped(via, source)
-    if top is None:
-        return data
-    return b"%s%s%s" % (data[:start], str(top).encode("ascii"), data[end:])
+    if top is not None:
+        request.replace_top_via(top)
 
 
 def response_destination(via: Via, source: Address) -> Address:

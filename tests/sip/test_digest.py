@@ -192,6 +192,20 @@ def test_challenges_follow_rfc8760_order_and_round_trip() -> None:
     assert all(c.stale for c in stale) and "stale=true" in str(stale[0])
 
 
+@pytest.mark.parametrize("stale", [False, True])
+@pytest.mark.parametrize("use_opaque", [False, True])
+@pytest.mark.parametrize("realm", [REALM, 'odd "realm" \\ with escapes'])
+def test_challenge_headers_are_the_challenges_written(
+    stale: bool, use_opaque: bool, realm: str
+) -> None:
+    # Same entropy on both sides: the same nonce, so the texts must match exactly.
+    objects = make_auth(use_opaque=use_opaque).challenges(realm, 1000.0, stale=stale)
+    texts = make_auth(use_opaque=use_opaque).challenge_headers(realm, 1000.0, stale=stale)
+    assert texts == [str(c) for c in objects]
+    with pytest.raises(ValueError):
+        make_auth().challenge_headers("bad\x01realm", 0.0)
+
+
 def test_configurable_algorithm_order() -> None:
     auth = make_auth(algorithms=[Algorithm.MD5, Algorithm.SHA_256_SESS])
     assert [c.algorithm for c in auth.challenges(REALM, 0.0)] == ["MD5", "SHA-256-sess"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
 
 import pytest
@@ -222,6 +223,7 @@ def test_ack_for_487_follows_rfc3261_17_1_1_3() -> None:
     layer = TransactionLayer()
     routes = [("Route", "<sip:p1.example.com;lr>"), ("Route", "<sip:p2.example.com;lr>")]
     tx = layer.send_request(request(extra=routes), BOB, reliable=False, now=0.0)
+    invite = tx.request  # once the final response is in, the transaction keeps less of it
     layer.receive(wire(tx.request.response(180, to_tag="b1")), BOB, 0.1)
     cancel = build_cancel(tx.request)
     ctx = layer.send_request(cancel, BOB, reliable=False, now=1.0)
@@ -233,7 +235,7 @@ def test_ack_for_487_follows_rfc3261_17_1_1_3() -> None:
     ack = parse(data)
     assert isinstance(ack, Request) and dest == BOB and tx.ack is not None
     assert bytes(tx.ack) == data
-    invite = tx.request
+    assert tx.request == invite.essentials()
     assert ack.method == "ACK" and ack.uri == invite.uri
     assert ack.call_id == invite.call_id and ack.from_ == invite.from_
     assert ack.to.tag == "b1" and ack.to.uri == invite.to.uri
@@ -472,6 +474,25 @@ def test_duplicate_non_invite_request_resends_last_response() -> None:
     assert isinstance(layer.next_event(), RequestReceived)
 
 
+@pytest.mark.parametrize("to_tag", [None, "a1"])
+def test_completed_non_invite_keeps_bytes_and_rebuilds_its_messages(to_tag: str | None) -> None:
+    layer = TransactionLayer()
+    req = request("REGISTER", to_tag=to_tag)
+    tx = receive_new(layer, req)
+    ok = req.response(200, to_tag="b1", headers=[("Contact", "<sip:a@192.0.2.1>")])
+    layer.send_response(tx, ok, 0.6)
+    assert tx._request is None and tx._last_response is None  # only the bytes are kept
+    assert tx.final_sent and tx.branch == req.via.branch
+    assert tx.last_response == ok.essentials()
+    assert tx.request.method == "REGISTER" and tx.request.uri == req.uri
+    for name in ("Via", "From", "To", "Call-ID", "CSeq"):
+        assert tx.request.headers.get_all(name) == req.headers.get_all(name)
+    drain(layer)  # terminated: what was rebuilt stays usable
+    assert kinds(layer.events()) == [TransactionTerminated]
+    assert tx.request.to.tag == to_tag and tx.last_response is not None
+    assert tx.last_response.to.tag == (to_tag or "b1")
+
+
 def test_provisional_to_non_invite_is_resent_for_retransmissions() -> None:
     layer = TransactionLayer()
     tx = receive_new(layer, request("REGISTER"))
@@ -643,6 +664,8 @@ def test_ten_thousand_transactions_leave_the_layer_empty() -> None:
     terminated = [e for e in layer.events() if isinstance(e, TransactionTerminated)]
     assert len(terminated) == 10_000
     assert_empty(layer)
+    # The tables sized for 10,000 transactions were let go (a dict never shrinks itself).
+    assert sys.getsizeof(layer._server) < 1024 and sys.getsizeof(layer._client) < 1024
 
 
 def test_client_transaction_types_and_branch_helper() -> None:

@@ -12,7 +12,6 @@ from minipbx.transport.logs import SourceLogLimiter
 from minipbx.transport.routing import (
     error_response,
     is_response,
-    prestamp_datagram,
     reconnect_destination,
     response_destination,
     same_ip,
@@ -186,36 +185,38 @@ def test_log_limiter_many_sources_share_a_budget() -> None:
 
 
 @pytest.mark.parametrize(
-    ("via", "on_octets"),
+    "via",
     [
-        ("SIP/2.0/UDP 192.0.2.7:5060;branch=z9hG4bK1", True),
-        ("SIP/2.0/UDP 192.0.2.7:5060;branch=z9hG4bK1;rport", True),
-        ("SIP/2.0/UDP phone.example.com;branch=z9hG4bK1, SIP/2.0/UDP 10.0.0.1", True),
-        ("SIP/2.0/UDP [2001:db8::1]:5070;rport;branch=z9hG4bK1", True),
-        ("SIP/2.0/UDP 192.0.2.7;branch=z9hG4bK1;received=198.51.100.1", True),
-        ('SIP/2.0/UDP 10.0.0.9;branch=z9hG4bK1;x="a;b"', False),  # quoted: left to the parser
-        ("SIP/2.0/UDP 10.0.0.9;\r\n  branch=z9hG4bK1", False),  # folded: left to the parser
+        "SIP/2.0/UDP 192.0.2.7:5060;branch=z9hG4bK1",
+        "SIP/2.0/UDP 192.0.2.7:5060;branch=z9hG4bK1;rport",
+        "SIP/2.0/UDP phone.example.com;branch=z9hG4bK1, SIP/2.0/UDP 10.0.0.1",
+        "SIP/2.0/UDP [2001:db8::1]:5070;rport;branch=z9hG4bK1",
+        "SIP/2.0/UDP 192.0.2.7;branch=z9hG4bK1;received=198.51.100.1",
+        'SIP/2.0/UDP 10.0.0.9;branch=z9hG4bK1;x="a;b"',
+        "SIP/2.0/UDP 10.0.0.9;\r\n  branch=z9hG4bK1",
     ],
 )
-def test_prestamp_datagram_matches_stamp_request(via: str, on_octets: bool) -> None:
-    data = sip_request(via=via)
-    slow = parse(data)
-    assert isinstance(slow, Request)
-    stamp_request(slow, SRC)
-    fast = parse(prestamp_datagram(data, SRC))
-    assert isinstance(fast, Request)
-    assert (fast.vias == slow.vias) is on_octets
-    stamp_request(fast, SRC)  # what the manager does next (a no-op when done on the octets)
-    assert fast.vias == slow.vias
+def test_stamp_in_place_keeps_position_and_parsed_views(via: str) -> None:
+    data = sip_request(via=via).replace(b"\nVia:", b"\nX-Before: 1\r\nVia:")
+    req = parse(data)
+    assert isinstance(req, Request)
+    from_ = req.from_
+    names = [name for name, _ in req.headers]
+    stamp_request(req, SRC)
+    assert [name for name, _ in req.headers] == names  # the Via line stays where it was
+    assert req.from_ is from_  # the other parsed views are kept
+    again = parse(bytes(req))  # the stamp is in the text, the view matches it
+    assert isinstance(again, Request)
+    assert again.vias == req.vias
+    stamped = "rport" in via or "received" in via or not via.startswith("SIP/2.0/UDP 192.0.2.7")
+    assert req.via.received == ("192.0.2.7" if stamped else None)
+    assert req.via.rport == (40000 if req.via.wants_rport else None)
+    assert len(req.vias) == (2 if "10.0.0.1" in via else 1)
 
 
-def test_prestamp_datagram_leaves_others_alone() -> None:
+def test_stamp_compact_via() -> None:
     compact = sip_request(via="SIP/2.0/UDP 10.0.0.9;branch=z9hG4bK1").replace(b"\nVia:", b"\nv :")
-    assert parse(prestamp_datagram(compact, SRC)).via.received == "192.0.2.7"
-    response = b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 10.0.0.9;rport\r\n\r\n"
-    assert prestamp_datagram(response, SRC) is response
-    leading = b"\r\n" + sip_request(via="SIP/2.0/UDP 10.0.0.9;branch=z9hG4bK1")
-    assert prestamp_datagram(leading, SRC) is leading
-    assert prestamp_datagram(b"garbage", SRC) == b"garbage"
-    broken = sip_request(via="SIP/2.0/UDP ;;;")
-    assert prestamp_datagram(broken, SRC) is broken
+    req = parse(compact)
+    assert isinstance(req, Request)
+    stamp_request(req, SRC)
+    assert parse(bytes(req)).via.received == "192.0.2.7"
