@@ -487,6 +487,10 @@ class B2BUA:
 
     # -- requests from either side ---------------------------------------------------------
 
+    def call_of(self, invite_tx: ServerTransaction) -> Call | None:
+        """The call the caller's INVITE transaction belongs to (None once it ended)."""
+        return self._by_invite.get(invite_tx)
+
     def on_cancel(
         self, invite_tx: ServerTransaction, now: float, cancel: Request | None = None
     ) -> bool:

@@ -246,9 +246,10 @@ class PbxCore:
                 if isinstance(tx, ClientTransaction):
                     b2bua.forget(tx)
             elif isinstance(event, AckTimedOut):
-                found = b2bua.find(event.transaction.request)
-                if found is not None:
-                    b2bua.hangup(found[0], now, "no_ack")
+                # RFC 3261 13.3.1.4: no ACK for our 2xx within 64*T1: end the dialog.
+                call = b2bua.call_of(event.transaction)
+                if call is not None:
+                    b2bua.hangup(call, now, "no_ack")
 
     def _request(
         self, tx: ServerTransaction, request: Request, source: Address, now: float

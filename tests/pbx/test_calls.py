@@ -261,3 +261,15 @@ def test_request_from_ourselves_is_a_loop() -> None:
         alice._request("INVITE", "101", "101", body=sdp(4000), content_type="application/sdp")
     )
     assert alice.responses[-1].status == 482
+
+
+def test_call_without_ack_is_hung_up() -> None:
+    net = Net()
+    alice, bob = _pair(net)
+    alice.invite("101")  # answered, but alice never ACKs the 200
+    assert alice.responses[-1].status == 200
+    net.advance(40)  # RFC 3261 13.3.1.4: 64*T1 without ACK ends the call
+    assert not list(net.core.calls)
+    (ended,) = net.ended.calls
+    assert ended.reason == "no_ack" and ended.hangup_by == "system"
+    assert any(r.method == "BYE" for r in bob.requests)
