@@ -17,18 +17,32 @@ from starlette.exceptions import HTTPException
 
 from minipbx.store import NotFoundError
 from minipbx.web.console import (
+    account_pages,
     auth_pages,
     billing,
     cdr_pages,
     crud_pages,
     dashboard,
     dialplan_pages,
+    ledger_pages,
     system_pages,
+    voicemail_pages,
 )
 from minipbx.web.console.render import HERE, templates
 
 Handler = Callable[[Request, Any], Awaitable[Response] | Response]
-PAGES = (auth_pages, dashboard, dialplan_pages, billing, cdr_pages, system_pages, crud_pages)
+PAGES = (
+    auth_pages,
+    account_pages,
+    dashboard,
+    dialplan_pages,
+    billing,
+    cdr_pages,
+    system_pages,
+    voicemail_pages,
+    ledger_pages,
+    crud_pages,
+)
 
 
 def _is_api(request: Request) -> bool:

@@ -23,6 +23,7 @@ from minipbx.store.pbxrecords import (
     RATE_TABLE_CHECKS,
     TRUNK_CHECKS,
     USER_SETTINGS_CHECKS,
+    VOICEMAIL_CHECKS,
 )
 from minipbx.store.records import check_password
 from minipbx.web.api.admins import ADMINS
@@ -34,6 +35,7 @@ from minipbx.web.api.schemas import RowId, given
 from minipbx.web.api.tenants import TENANTS
 from minipbx.web.api.trunks import TRUNKS
 from minipbx.web.api.users import USERS
+from minipbx.web.api.voicemail import VOICEMAIL
 from minipbx.web.auth import ConsoleAdmin, Ctx, Principal
 from minipbx.web.console.forms import (
     EXPECTED,
@@ -71,6 +73,8 @@ class Section:
     tenant_admin_fields: tuple[str, ...] | None = None  # what a tenant admin may edit
     empty_tenant: str = "default tenant"  # the empty choice of tenant_id
     checks: Mapping[str, Check] = field(default_factory=dict)  # the store's field checks
+    search: tuple[str, ...] = ()  # record attributes the list's search box matches
+    audio: str = ""  # the recording's URL ({id}: the row's), played on the edit page
 
     @property
     def what(self) -> str:
@@ -132,7 +136,9 @@ SECTIONS = (
             ("Billing", ("prepaid", "credit_limit", "currency", "rate_table_id")),
         ),
         readonly=("domain", "balance", "voicemail_pin_set", "created_at", "updated_at"),
+        row_links=(("Balance", "/ledger"), ("Voicemail", "/voicemail")),
         checks={**USER_SETTINGS_CHECKS, "password": lambda _, value: check_password(value)},
+        search=("extension", "display_name"),
     ),
     Section(
         "trunks",
@@ -184,6 +190,7 @@ SECTIONS = (
         ),
         _name("number"),
         readonly=("balance", "created_at", "last_used_at"),
+        row_links=(("Balance", "/ledger"),),
         actions=(
             ("Generate a batch", "/cards/batch"),
             ("Download CSV", "/api/v1/cards.csv"),
@@ -217,6 +224,16 @@ SECTIONS = (
         system_only=True,
         actions=(("API tokens", "/tokens"),),
         empty_tenant="(system admin: every tenant)",
+    ),
+    Section(
+        "voicemail",
+        "Voicemail messages",
+        VOICEMAIL,
+        (("received_at", "Received"), ("folder", "Folder"), ("caller_number", "Caller")),
+        lambda row: f"#{row['id']} from {row['caller_number'] or 'an unknown caller'}",
+        readonly=("user_id", "caller_number", "caller_name", "received_at", "duration_ms"),
+        checks=VOICEMAIL_CHECKS,
+        audio="/api/v1/voicemail/{id}/audio",
     ),
 )
 
@@ -281,6 +298,12 @@ def grouped(section: Section, fields: list[Field]) -> list[tuple[str, list[Field
     return [(legend, group) for legend, group in [*groups, ("Settings", rest)] if group]
 
 
+def matches(section: Section, record: Any, text: str) -> bool:
+    """Whether ``text`` (case-insensitive) is part of one of the searched attributes."""
+    needle = text.casefold()
+    return any(needle in str(getattr(record, a, "") or "").casefold() for a in section.search)
+
+
 def _allowed(section: Section, principal: Principal, *, write: bool = False) -> None:
     if principal.is_system:
         return
@@ -329,12 +352,14 @@ def add_routes(section: Section) -> None:
     res = section.res
     base = f"/{section.slug}"
 
-    @router.get(base, response_class=HTMLResponse, name=f"{section.slug}-list")
     async def list_page(
-        request: Request, ctx: Ctx, principal: ConsoleAdmin, offset: int = 0
+        request: Request, ctx: Ctx, principal: ConsoleAdmin, offset: int = 0, q: str = ""
     ) -> Response:
         _allowed(section, principal)
         rows = list(await res.list_rows(ctx, principal.tenant_id))
+        q = q.strip()[:100] if section.search else ""
+        if q:
+            rows = [r for r in rows if matches(section, r, q)]
         offset = max(0, offset)
         shown_rows = [await present(ctx, res, r) for r in rows[offset : offset + PER_PAGE]]
         await _decorate(ctx, section, shown_rows)
@@ -347,8 +372,21 @@ def add_routes(section: Section) -> None:
             total=len(rows),
             offset=offset,
             per_page=PER_PAGE,
+            q=q,
             can_create=res.create is not None and (principal.is_system or not res.system_writes),
         )
+
+    if res.listing:  # else the section has a page of its own (filters, paging)
+        router.get(base, response_class=HTMLResponse, name=f"{section.slug}-list")(list_page)
+    if res.create is not None:
+        add_create_routes(section)
+    add_change_routes(section)
+
+
+def add_create_routes(section: Section) -> None:
+    """The new-object form of ``section`` and its POST."""
+    res = section.res
+    base = f"/{section.slug}"
 
     @router.get(base + "/new", response_class=HTMLResponse, name=f"{section.slug}-new")
     async def new_page(request: Request, ctx: Ctx, principal: ConsoleAdmin) -> Response:
@@ -376,6 +414,12 @@ def add_routes(section: Section) -> None:
         if errors:
             return await _form_page(request, principal, section, fields, shown(data), errors)
         return redirect(base, "created")
+
+
+def add_change_routes(section: Section) -> None:
+    """The edit and delete pages of ``section`` and their POSTs."""
+    res = section.res
+    base = f"/{section.slug}"
 
     @router.get(base + "/{row_id}", response_class=HTMLResponse, name=f"{section.slug}-edit")
     async def edit_page(

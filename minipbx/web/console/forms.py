@@ -26,7 +26,13 @@ from starlette.datastructures import FormData
 from minipbx.pbx.dialplan import DialPlanError
 from minipbx.store import ConflictError, CsvImportError, InvalidInputError, NotFoundError
 from minipbx.store.checks import Check
-from minipbx.store.pbxrecords import CARD_STATUSES, MEDIA_RELAY_MODES, RULE_ACTIONS, TRANSPORTS
+from minipbx.store.pbxrecords import (
+    CARD_STATUSES,
+    MEDIA_RELAY_MODES,
+    RULE_ACTIONS,
+    TRANSPORTS,
+    VOICEMAIL_FOLDERS,
+)
 from minipbx.web.errors import FieldError, field_of
 
 T = TypeVar("T")
@@ -39,9 +45,12 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "transport": TRANSPORTS,
     "action": RULE_ACTIONS,
     "status": CARD_STATUSES,
+    "folder": VOICEMAIL_FOLDERS,
 }
 #: Write-only fields: a password input, left empty to keep the current value.
-SECRETS = frozenset({"password", "voicemail_pin", "pin", "smtp_password"})
+SECRETS = frozenset(
+    {"password", "voicemail_pin", "pin", "smtp_password", "current_password", "new_password"}
+)
 LABELS = {
     "display_name": "Display name",
     "email": "E-mail",
@@ -69,6 +78,11 @@ LABELS = {
     "smtp_security": "SMTP security",
     "smtp_from": "Sender address",
     "max_users": "Max users",
+    "user_id": "User",
+    "duration_ms": "Length (ms)",
+    "current_password": "Current password",
+    "new_password": "New password",
+    "repeat_password": "Repeat the new password",
 }
 
 

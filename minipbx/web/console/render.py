@@ -34,6 +34,8 @@ FLASH = {
     "imported": "Imported.",
     "revoked": "The token was revoked.",
     "gone": "That call has already ended.",
+    "moved": "The message was moved.",
+    "password": "Your password was changed: every session has ended. Please log in again.",
 }
 
 
@@ -49,6 +51,7 @@ class NavItem:
 NAV = (
     NavItem("/", "Dashboard"),
     NavItem("/users", "Users"),
+    NavItem("/voicemail", "Voicemail"),
     NavItem("/trunks", "Trunks"),
     NavItem("/dial-plans", "Dial plans"),
     NavItem("/services", "Services"),

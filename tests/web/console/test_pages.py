@@ -45,6 +45,9 @@ def pages(ids: dict[str, int], key: str) -> list[str]:
         "/users/new",
         f"/users/{ids[f'user_{key}']}",
         f"/users/{ids[f'user_{key}']}/delete",
+        f"/users/{ids[f'user_{key}']}/ledger",
+        "/voicemail",
+        "/account",
         "/trunks",
         "/trunks/new",
         f"/trunks/{ids[f'trunk_{key}']}",
@@ -60,6 +63,7 @@ def pages(ids: dict[str, int], key: str) -> list[str]:
         "/cards",
         "/cards/batch",
         f"/cards/{ids[f'card_{key}']}",
+        f"/cards/{ids[f'card_{key}']}/ledger",
         "/cdrs",
         "/settings",
         "/tenants",
@@ -181,7 +185,16 @@ async def test_tenant_admin_sees_only_its_tenant(
     tenant_a: Console, ctx: WebContext, tenants: Tenants
 ) -> None:
     ids = await seed(ctx, tenants)
-    for path in ("/users", "/trunks", "/dial-plans", "/rate-tables", "/cards", "/cdrs", "/"):
+    for path in (
+        "/users",
+        "/trunks",
+        "/dial-plans",
+        "/rate-tables",
+        "/cards",
+        "/cdrs",
+        "/voicemail",
+        "/",
+    ):
         text = (await tenant_a.get(path)).text
         assert "b-ext-1" not in text and "trunk-b" not in text and "plan-b" not in text, path
         assert "rates-b" not in text and "b-caller-1" not in text and "b.example" not in text, path
