@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from datetime import UTC
 from typing import Any
 
 from sqlalchemy import (
@@ -24,11 +25,10 @@ from sqlalchemy import (
     Table,
 )
 from sqlalchemy.dialects import mysql
-from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from minipbx.store.cdrs import CdrRecord
+from minipbx.store.cdrs import CDR_FIELDS, CdrRecord
 from minipbx.store.db import _is_database_error, describe_error, parse_url
 from minipbx.store.errors import StoreError
 
@@ -91,14 +91,26 @@ def mirror_url(url: str) -> URL:
     return parsed
 
 
-def _row(record: CdrRecord) -> dict[str, Any]:
-    values = record.values()
-    values["cdr_uuid"] = values.pop("uuid")
-    for name in ("start_time", "answer_time", "end_time"):
-        value = values[name]
-        if value is not None:  # naive UTC, as the column holds it
-            values[name] = value.replace(tzinfo=None)
-    return values
+# One plain INSERT through the driver: building it with SQLAlchemy's MySQL insert cost
+# about twice as much per record on the event loop (statement compilation, bind
+# processors). Columns in CDR_FIELDS order; ``uuid`` is ``cdr_uuid`` there.
+_COLUMNS = ", ".join("cdr_uuid" if name == "uuid" else name for name in CDR_FIELDS)
+_INSERT = (
+    f"INSERT INTO {MIRROR_TABLE} ({_COLUMNS}) "
+    f"VALUES ({', '.join(['%s'] * len(CDR_FIELDS))}) "
+    "ON DUPLICATE KEY UPDATE cdr_uuid = cdr_uuid"
+)
+_TIMES = frozenset(("start_time", "answer_time", "end_time"))
+
+
+def _row(record: CdrRecord) -> tuple[Any, ...]:
+    """The record's values for :data:`_INSERT` (times naive UTC, as the columns hold them)."""
+    return tuple(
+        value.astimezone(UTC).replace(tzinfo=None)
+        if name in _TIMES and value is not None
+        else value
+        for name, value in ((n, getattr(record, n)) for n in CDR_FIELDS)
+    )
 
 
 class CdrMirror:
@@ -137,9 +149,7 @@ class CdrMirror:
                     await conn.run_sync(_metadata.create_all, checkfirst=True)
                     self._table_ready = True
                 if records:
-                    stmt = mysql_insert(cdr_table)
-                    stmt = stmt.on_duplicate_key_update(cdr_uuid=stmt.inserted.cdr_uuid)
-                    await conn.execute(stmt, [_row(r) for r in records])
+                    await conn.exec_driver_sql(_INSERT, [_row(r) for r in records])
         except Exception as exc:
             if not _is_database_error(exc):
                 raise
