@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
@@ -136,13 +136,25 @@ def _sqlite_value(value: object) -> object:
     return value
 
 
+_ADVANCE_SQLITE = (
+    "UPDATE cdr_shipments SET last_id = ?, shipped = shipped + ?, updated_at = ? "
+    "WHERE target = ? AND last_id < ?"
+)
+_START_SQLITE = (
+    "INSERT OR IGNORE INTO cdr_shipments (target, last_id, shipped, updated_at) VALUES (?, ?, ?, ?)"
+)
+
+
 class _SqliteAppender:
-    """Inserts CDRs through a plain ``sqlite3`` connection in a thread of its own.
+    """Writes the CDR tables through a plain ``sqlite3`` connection in a thread of its own.
 
     Through the async engine a one-row transaction costs the event loop about 1 ms
     (statement compilation, ORM bulk path, a dozen thread hand-offs); here the loop builds
-    the parameter tuples and waits on one future per batch, and the thread does
-    ``BEGIN IMMEDIATE; INSERT ...; COMMIT`` (same table, same stored formats).
+    the parameter tuples and waits on one future per batch, and the thread runs
+    ``BEGIN IMMEDIATE; ...; COMMIT`` (same tables, same stored formats). Every write to
+    ``cdrs`` and ``cdr_shipments`` goes through this one thread: two writers of our own
+    would wait on each other's lock, and SQLite's busy handler sleeps up to 100 ms at a
+    time, holding up the answers to BYEs that wait on the commit.
     """
 
     def __init__(self, db: Database) -> None:
@@ -150,30 +162,43 @@ class _SqliteAppender:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cdr-writer")
         self._conn: sqlite3.Connection | None = None
 
-    def _insert(self, rows: list[tuple[object, ...]]) -> None:
+    def _transaction(self, action: str, work: Callable[[sqlite3.Connection], object]) -> None:
         if self._conn is None:
             self._conn = self._db.sqlite_connect()
         conn = self._conn
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                conn.executemany(_INSERT_SQLITE, rows)
+                work(conn)
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
         except sqlite3.IntegrityError as exc:
-            raise ConflictError(f"save call records: {describe_error(exc)}") from exc
+            raise ConflictError(f"{action}: {describe_error(exc)}") from exc
         except sqlite3.Error as exc:
             self._conn = None  # reopen next time (file replaced, disk error...)
             conn.close()
             raise StoreError(
-                f"save call records failed on {self._db.display_url}: {describe_error(exc)}"
+                f"{action} failed on {self._db.display_url}: {describe_error(exc)}"
             ) from exc
+
+    async def _run(self, action: str, work: Callable[[sqlite3.Connection], object]) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self._transaction, action, work)
 
     async def add(self, records: Sequence[CdrRecord]) -> None:
         rows = [tuple(_sqlite_value(getattr(r, n)) for n in CDR_FIELDS) for r in records]
-        await asyncio.get_running_loop().run_in_executor(self._executor, self._insert, rows)
+        await self._run("save call records", lambda c: c.executemany(_INSERT_SQLITE, rows))
+
+    async def advance(self, target: str, last_id: int, count: int) -> None:
+        now = _sqlite_value(utcnow())
+
+        def work(conn: sqlite3.Connection) -> None:
+            conn.execute(_START_SQLITE, (target, 0, 0, now))
+            conn.execute(_ADVANCE_SQLITE, (last_id, count, now, target, last_id))
+
+        await self._run("save CDR shipping state", work)
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
@@ -262,6 +287,9 @@ class SqlCdrRepo:
 
     async def mark_shipped(self, target: str, last_id: int, count: int) -> None:
         """Advance the cursor of ``target`` to ``last_id`` (never backwards)."""
+        if self._appender is not None:
+            await self._appender.advance(target, last_id, count)
+            return
         async with self._db.write("save CDR shipping state") as session:
             result = await session.execute(
                 update(CdrShipment)
