@@ -10,6 +10,7 @@ acknowledgement never makes a second row (exactly once). Times are UTC, ``DATETI
 from __future__ import annotations
 
 import hashlib
+import operator
 from collections.abc import Sequence
 from datetime import UTC
 from typing import Any
@@ -100,17 +101,18 @@ _INSERT = (
     f"VALUES ({', '.join(['%s'] * len(CDR_FIELDS))}) "
     "ON DUPLICATE KEY UPDATE cdr_uuid = cdr_uuid"
 )
-_TIMES = frozenset(("start_time", "answer_time", "end_time"))
+_TIMES = tuple(CDR_FIELDS.index(name) for name in ("start_time", "answer_time", "end_time"))
+_VALUES = operator.attrgetter(*CDR_FIELDS)
 
 
 def _row(record: CdrRecord) -> tuple[Any, ...]:
     """The record's values for :data:`_INSERT` (times naive UTC, as the columns hold them)."""
-    return tuple(
-        value.astimezone(UTC).replace(tzinfo=None)
-        if name in _TIMES and value is not None
-        else value
-        for name, value in ((n, getattr(record, n)) for n in CDR_FIELDS)
-    )
+    values = list(_VALUES(record))
+    for index in _TIMES:
+        value = values[index]
+        if value is not None:
+            values[index] = value.astimezone(UTC).replace(tzinfo=None)
+    return tuple(values)
 
 
 class CdrMirror:

@@ -85,6 +85,16 @@ def cdr_record(row: Any) -> CdrRecord:
 
 
 _MS = Decimal("0.001")
+_DURATION = CDR_FIELDS.index("duration")
+
+
+def _from_columns(row: Sequence[Any]) -> CdrRecord:
+    """A record from a row of :data:`_COLUMNS` (positional: cheaper than by name)."""
+    values = list(row[1:])
+    values[_DURATION] = Decimal(values[_DURATION]).quantize(_MS)
+    return CdrRecord(*values, row[0])  # id is the last field
+
+
 # Core columns in record order: reading through them skips the ORM's identity map (the
 # shipper reads every record once; about 60 -> 25 us per record on the event loop).
 _COLUMNS = [Cdr.__table__.c[name] for name in ("id", *CDR_FIELDS)]
@@ -249,7 +259,7 @@ class SqlCdrRepo:
         """Up to ``limit`` records with ``id > last_id``, in ``id`` (commit) order."""
         async with self._db.read("read call records") as session:
             stmt = select(*_COLUMNS).where(Cdr.id > last_id).order_by(Cdr.id).limit(limit)
-            return [cdr_record(row) for row in await session.execute(stmt)]
+            return [_from_columns(row) for row in await session.execute(stmt)]
 
     async def between(
         self,
