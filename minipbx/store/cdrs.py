@@ -92,7 +92,9 @@ def _from_columns(row: Sequence[Any]) -> CdrRecord:
     """A record from a row of :data:`_COLUMNS` (positional: cheaper than by name)."""
     values = list(row[1:])
     values[_DURATION] = Decimal(values[_DURATION]).quantize(_MS)
-    return CdrRecord(*values, row[0])  # id is the last field
+    build: Any = CdrRecord  # positional: fields in CDR_FIELDS order, then id
+    record: CdrRecord = build(*values, row[0])
+    return record
 
 
 # Core columns in record order: reading through them skips the ORM's identity map (the
