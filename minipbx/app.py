@@ -51,11 +51,11 @@ from minipbx.store import (
 )
 from minipbx.store.cdr_mirror import CdrMirror
 from minipbx.store.cdrs import SqlCdrRepo
-from minipbx.stun.server import StunListener
 from minipbx.transport.address import Address
 from minipbx.transport.config import TransportConfig, TransportError
 from minipbx.transport.events import Inbound
 from minipbx.transport.manager import TransportManager
+from minipbx.transport.stun import StunListener
 from minipbx.web.accounts import FIRST_ADMIN
 from minipbx.web.live import start_web
 from minipbx.web.server import WebServer

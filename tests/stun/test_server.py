@@ -12,8 +12,8 @@ import pytest
 
 from minipbx.config import ConfigError, load
 from minipbx.stun import BINDING, Message, MessageClass, XorMappedAddress
-from minipbx.stun.server import StunListener
 from minipbx.transport.config import TransportError
+from minipbx.transport.stun import StunListener
 from tests.e2e.support import free_port, require_tool, stop
 
 HOST = "127.0.0.1"
