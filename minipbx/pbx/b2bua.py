@@ -202,8 +202,9 @@ class B2BUA:
         if route is None or not route.targets:
             return False
         log.info("event=call_forwarded call=%s why=%s to=%s", call.id, why, route.callee)
-        self._take_route(call, replace(route, forwarded=True), now)
-        self._ring(call, replace(route, forwarded=True), forwards, now)
+        route = replace(route, forwarded=True)
+        self._take_route(call, route, now)
+        self._ring(call, route, forwards, now)
         return True
 
     def _send_leg(self, call: Call, target: Target, forwards: int, now: float) -> None:

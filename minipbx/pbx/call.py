@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeVar, runtime_checkable
 
 from minipbx.sip.dialog import Dialog
 from minipbx.sip.headers import NameAddr, Via
@@ -206,6 +206,9 @@ class Call:
         return self.ended - self.answered
 
 
+_K = TypeVar("_K")
+
+
 class CallCounts:
     """Calls in progress per caller and per trunk, for concurrent-call limits.
 
@@ -229,16 +232,13 @@ class CallCounts:
         self._change(call, -1)
 
     def _change(self, call: Call, delta: int) -> None:
-        left = self.by_tenant.get(call.tenant_id, 0) + delta
-        if left > 0:
-            self.by_tenant[call.tenant_id] = left
-        else:
-            self.by_tenant.pop(call.tenant_id, None)
+        _bump(self.by_tenant, call.tenant_id, delta)
         if call.inbound_trunk is None:
             _bump(self.by_caller, (call.tenant_id, call.caller), delta)
-        for trunk in {call.trunk, call.inbound_trunk} - {None}:
-            assert trunk is not None
-            _bump(self.by_trunk, (call.tenant_id, trunk), delta)
+        else:
+            _bump(self.by_trunk, (call.tenant_id, call.inbound_trunk), delta)
+        if call.trunk is not None and call.trunk != call.inbound_trunk:
+            _bump(self.by_trunk, (call.tenant_id, call.trunk), delta)
 
     def caller(self, tenant_id: int, caller: str) -> int:
         """Calls of a user in progress."""
@@ -253,7 +253,7 @@ class CallCounts:
         return self.by_trunk.get((tenant_id, name), 0)
 
 
-def _bump(counts: dict[tuple[int, str], int], key: tuple[int, str], delta: int) -> None:
+def _bump(counts: dict[_K, int], key: _K, delta: int) -> None:
     value = counts.get(key, 0) + delta
     if value > 0:
         counts[key] = value

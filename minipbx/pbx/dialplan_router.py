@@ -239,20 +239,7 @@ class DialPlanRouter:
         return True
 
     def _user_limit(self, policy: CallPolicy | None, quota: TenantLimits | None) -> float | None:
-        """The shortest of the user's, the tenant's and the free tier's call lengths."""
-        limits = [
-            float(s)
-            for s in (
-                policy.max_call_seconds if policy else None,
-                quota.max_call_seconds if quota else None,
-            )
-            if s
-        ]
-        if (policy is not None and policy.free_account) or (
-            quota is not None and quota.free_account
-        ):
-            limits.append(float(self.free_seconds))
-        return min(limits) if limits else None
+        return call_limit(policy, quota, self.free_seconds)
 
     # -- forwarding (RFC 3261 21.1.3 181; miniSipServer's forward settings) -------------------
 
@@ -442,6 +429,23 @@ def _limited(route: Route, limit: float | None) -> Route:
     return replace(route, max_seconds=seconds)
 
 
+def call_limit(
+    policy: CallPolicy | None, quota: TenantLimits | None, free_seconds: int
+) -> float | None:
+    """The shortest of the user's, the tenant's and the free tier's call lengths."""
+    limits = [
+        float(s)
+        for s in (
+            policy.max_call_seconds if policy else None,
+            quota.max_call_seconds if quota else None,
+        )
+        if s
+    ]
+    if (policy is not None and policy.free_account) or (quota is not None and quota.free_account):
+        limits.append(float(free_seconds))
+    return min(limits) if limits else None
+
+
 def explain(
     config: RoutingConfig, tenant_id: int, caller: str, number: str, wall: float
 ) -> list[str]:
@@ -473,9 +477,9 @@ def explain(
             result += f", failover trunk {rule.failover}"
     else:
         result += f" {rule.target or decision.number}"
-    limits = [s for s in (rule.max_seconds, policy and policy.max_call_seconds) if s]
-    if policy is not None and policy.free_account:
-        limits.append(FREE_ACCOUNT_SECONDS)
-    if limits:
-        result += f", cut after {min(limits)} s"
+    limit = call_limit(policy, config.tenant_limits.get(tenant_id), FREE_ACCOUNT_SECONDS)
+    if rule.max_seconds is not None:
+        limit = min(limit, float(rule.max_seconds)) if limit else float(rule.max_seconds)
+    if limit:
+        result += f", cut after {limit:g} s"
     return [*lines, result]
