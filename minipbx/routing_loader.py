@@ -26,6 +26,7 @@ from minipbx.pbx.call import InboundTrunk
 from minipbx.pbx.dialplan_router import DialPlanRouter, compile_routing
 from minipbx.pbx.trunk_registration import TrunkAccount
 from minipbx.store import Database, StoreError
+from minipbx.store.checks import IpNetwork, parse_source
 from minipbx.store.pbxrecords import TrunkRecord
 from minipbx.store.routing_data import RoutingData, load_routing_data, routing_versions
 from minipbx.transport.address import Address
@@ -35,7 +36,7 @@ log = logging.getLogger("minipbx.routing")
 RESOLVE_EVERY = 300.0  # seconds between DNS refreshes of trunk hosts
 _DEFAULT_PORT = {"udp": 5060, "tcp": 5060, "tls": 5061}
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Network = IpNetwork
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,14 +93,13 @@ def _add_entry(
     hosts: dict[str, InboundTrunk],
     networks: list[tuple[Network, InboundTrunk]],
 ) -> None:
-    if "/" in entry:
-        networks.append((ipaddress.ip_network(entry, strict=False), inbound))
-        return
-    host, sep, port = entry.rpartition(":")
-    if sep and (entry.count(":") == 1 or host.startswith("[")):
-        exact[(str(ipaddress.ip_address(host.strip("[]"))), int(port))] = inbound
+    source = parse_source(entry)  # the store's own parser (entries were checked there)
+    if isinstance(source, tuple):
+        exact[source] = inbound
+    elif source.num_addresses == 1:  # one address: a dictionary lookup, any port
+        hosts[str(source.network_address)] = inbound
     else:
-        hosts[str(ipaddress.ip_address(entry.strip("[]")))] = inbound
+        networks.append((source, inbound))
 
 
 class RoutingLoader:

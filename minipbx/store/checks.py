@@ -211,16 +211,29 @@ def cidr_list() -> Check:
     return check
 
 
-def _source(item: str) -> str:
-    """A network (normalised) or ``address:port``; ValueError otherwise."""
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_source(item: str) -> IpNetwork | tuple[str, int]:
+    """An ``allowed_ips`` entry: a network (an address is a /32 or /128), or
+    ``address:port`` / ``[v6-address]:port`` as ``(address, port)``; ValueError otherwise."""
     host, sep, port = item.rpartition(":")
     if sep and (item.count(":") == 1 or host.startswith("[")):
         address = ipaddress.ip_address(host.strip("[]"))
         number = int(port)
         if not 0 < number < 65536:
             raise ValueError(item)
-        return f"[{address}]:{number}" if address.version == 6 else f"{address}:{number}"
-    return str(ipaddress.ip_network(item, strict=False))
+        return str(address), number
+    return ipaddress.ip_network(item, strict=False)
+
+
+def _source(item: str) -> str:
+    """An ``allowed_ips`` entry, normalised."""
+    parsed = parse_source(item)
+    if isinstance(parsed, tuple):
+        address, port = parsed
+        return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+    return str(parsed)
 
 
 def name_list(max_len: int) -> Check:
