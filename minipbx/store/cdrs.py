@@ -77,11 +77,9 @@ CDR_LIMITS: dict[str, int] = {
 }
 
 
-def cdr_record(row: Any) -> CdrRecord:
-    """The record of a ``cdrs`` row (an ORM object or a Core row with the same names)."""
-    values = {name: getattr(row, name) for name in CDR_FIELDS}
-    values["duration"] = Decimal(values["duration"]).quantize(_MS)
-    return CdrRecord(id=row.id, **values)
+def cdr_record(row: Cdr) -> CdrRecord:
+    """The record of a ``cdrs`` ORM row."""
+    return _from_columns([row.id, *(getattr(row, name) for name in CDR_FIELDS)])
 
 
 _MS = Decimal("0.001")
@@ -274,7 +272,7 @@ class SqlCdrRepo:
     ) -> list[CdrRecord]:
         """Records that ended in ``[since, until)``, oldest first; page with ``after_id``."""
         async with self._db.read("read call records") as session:
-            stmt = select(Cdr).where(Cdr.id > after_id)
+            stmt = select(*_COLUMNS).where(Cdr.id > after_id)
             if since is not None:
                 stmt = stmt.where(Cdr.end_time >= since)
             if until is not None:
@@ -282,7 +280,7 @@ class SqlCdrRepo:
             if tenant_id is not None:
                 stmt = stmt.where(Cdr.tenant_id == tenant_id)
             stmt = stmt.order_by(Cdr.id).limit(limit)
-            return [cdr_record(row) for row in await session.scalars(stmt)]
+            return [_from_columns(row) for row in await session.execute(stmt)]
 
     async def count(self) -> int:
         """How many records are stored."""
