@@ -28,9 +28,14 @@ from minipbx.sip import ParseError, Request, Response, SipUri
 from minipbx.sip.digest import (
     Algorithm,
     AuthResult,
+    Challenge,
     Credentials,
     DigestAuthenticator,
+    answer_challenge,
+    make_cnonce,
+    parse_challenge,
     parse_credentials,
+    select_challenge,
 )
 
 log = logging.getLogger("minipbx.security")
@@ -215,3 +220,36 @@ class RequestAuthenticator:
 
     def _tag(self) -> str:
         return new_tag(self._entropy)
+
+
+def answer_response(
+    response: Response,
+    *,
+    method: str,
+    uri: str,
+    username: str,
+    password: str,
+    entropy: Entropy,
+    body: bytes = b"",
+) -> tuple[Challenge, tuple[str, str]] | None:
+    """The PBX as a client answering a 401/407 (RFC 3261 22.2): the challenge chosen
+    (SHA-256 over MD5, RFC 8760) and the Authorization or Proxy-Authorization header to add.
+
+    None when no challenge can be answered; ValueError (ParseError) for an unreadable one.
+    """
+    proxy = response.status == 407
+    name = "Proxy-Authenticate" if proxy else "WWW-Authenticate"
+    challenge = select_challenge(parse_challenge(v) for v in response.headers.get_all(name))
+    if challenge is None:
+        return None
+    credentials = answer_challenge(
+        challenge,
+        method=method,
+        uri=uri,
+        username=username,
+        password=password,
+        nc=1,
+        cnonce=make_cnonce(entropy),
+        body=body,
+    )
+    return challenge, ("Proxy-Authorization" if proxy else "Authorization", str(credentials))

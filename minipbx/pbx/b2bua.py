@@ -21,6 +21,7 @@ import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
+from minipbx.pbx.auth import answer_response
 from minipbx.pbx.call import (
     BLeg,
     Call,
@@ -38,7 +39,6 @@ from minipbx.pbx.call import (
 )
 from minipbx.pbx.routing import number_of
 from minipbx.sip.dialog import Dialog, make_tag
-from minipbx.sip.digest import answer_challenge, make_cnonce, parse_challenge, select_challenge
 from minipbx.sip.errors import ParseError, TransactionError
 from minipbx.sip.headers import NameAddr
 from minipbx.sip.message import Request, Response
@@ -257,27 +257,23 @@ class B2BUA:
         auth = leg.target.auth
         if auth is None or leg.authenticated or call.state is CallState.ENDED:
             return False
-        proxy = response.status == 407
-        name = "Proxy-Authenticate" if proxy else "WWW-Authenticate"
+        old = leg.request
         try:
-            challenge = select_challenge(parse_challenge(v) for v in response.headers.get_all(name))
-            if challenge is None:
-                return False
-            old = leg.request
-            credentials = answer_challenge(
-                challenge,
+            answer = answer_response(
+                response,
                 method="INVITE",
                 uri=str(old.uri),
                 username=auth.username,
                 password=auth.password,
-                nc=1,
-                cnonce=make_cnonce(self._entropy),
+                entropy=self._entropy,
                 body=call.invite.body,
             )
         except ValueError as exc:  # ParseError too: a challenge we cannot read or answer
             log.warning("event=bad_challenge call=%s error=%s", call.id, exc)
             return False
-        header = ("Proxy-Authorization" if proxy else "Authorization", str(credentials))
+        if answer is None:
+            return False
+        header = answer[1]
         request = self._leg_invite(
             call, leg.target, leg.forwards, old.from_, old.call_id, old.cseq.seq + 1, [header]
         )

@@ -21,9 +21,9 @@ import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
+from minipbx.pbx.auth import answer_response
 from minipbx.pbx.call import Network
 from minipbx.sip.dialog import make_tag
-from minipbx.sip.digest import answer_challenge, make_cnonce, parse_challenge, select_challenge
 from minipbx.sip.headers import NameAddr
 from minipbx.sip.message import Request, Response, build_request
 from minipbx.sip.transaction import ClientTransaction, TransactionLayer, make_branch
@@ -156,32 +156,28 @@ class TrunkRegistration:
         self._fail(now, "no answer from the registrar")
 
     def _challenged(self, sent: Request, response: Response, now: float) -> Request | None:
-        proxy = response.status == 407
-        name = "Proxy-Authenticate" if proxy else "WWW-Authenticate"
         acct = self.account
         try:
-            challenge = select_challenge(parse_challenge(v) for v in response.headers.get_all(name))
-            if challenge is None:
-                self._fail(now, "no digest challenge we can answer")
-                return None
-            if self._answered_nonce is not None and not challenge.stale:
-                self._fail(now, "credentials refused (challenged again)")
-                return None
-            credentials = answer_challenge(
-                challenge,
+            answer = answer_response(
+                response,
                 method="REGISTER",
                 uri=str(sent.uri),
                 username=acct.auth_username or acct.username,
                 password=acct.password,
-                nc=1,
-                cnonce=make_cnonce(self._entropy),
+                entropy=self._entropy,
             )
         except ValueError as exc:
             self._fail(now, f"bad challenge: {exc}")
             return None
+        if answer is None:
+            self._fail(now, "no digest challenge we can answer")
+            return None
+        challenge, header = answer
+        if self._answered_nonce is not None and not challenge.stale:
+            self._fail(now, "credentials refused (challenged again)")
+            return None
         self._answered_nonce = challenge.nonce
-        header = "Proxy-Authorization" if proxy else "Authorization"
-        return self.request([(header, str(credentials))])
+        return self.request([header])
 
     def _registered(self, response: Response, now: float) -> None:
         self._answered_nonce = None
