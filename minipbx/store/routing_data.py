@@ -99,14 +99,14 @@ async def load_routing_data(db: Database) -> RoutingData:
     async with db.read("load routing data") as session:
         versions = await _versions(session)
         tenants = list(await session.scalars(select(Tenant)))
-        plans = {
-            p.id: PlanData(p.id, p.tenant_id, p.name, ())
-            for p in await session.scalars(select(DialPlan))
-        }
         rules: dict[int, list[DialPlanRule]] = {}
         stmt = select(RuleRow).order_by(RuleRow.dial_plan_id, RuleRow.position)
         for row in await session.scalars(stmt):
             rules.setdefault(row.dial_plan_id, []).append(to_record(DialPlanRule, row))
+        plans = {
+            p.id: PlanData(p.id, p.tenant_id, p.name, tuple(rules.get(p.id, ())))
+            for p in await session.scalars(select(DialPlan))
+        }
         trunks = tuple(to_record(TrunkRecord, row) for row in await session.scalars(select(Trunk)))
         policies = {
             u.id: CallPolicy(
@@ -128,10 +128,7 @@ async def load_routing_data(db: Database) -> RoutingData:
         }
     return RoutingData(
         versions=versions,
-        plans={
-            pid: PlanData(p.id, p.tenant_id, p.name, tuple(rules.get(pid, ())))
-            for pid, p in plans.items()
-        },
+        plans=plans,
         tenant_plans={t.id: t.dial_plan_id for t in tenants},
         tenant_domains={t.id: t.domain for t in tenants},
         tenant_limits={
