@@ -186,8 +186,11 @@ class Call:
     def due(self) -> float:
         """When the call next needs attention: ring timeout, dead-peer probe or its limit."""
         if self.state is not CallState.ANSWERED:
-            times = [t for t in (self.failover_at, self.no_answer_at) if t is not None]
-            return min(times) if times and min(times) < self.ring_deadline else self.ring_deadline
+            due = self.ring_deadline
+            for at in (self.failover_at, self.no_answer_at):
+                if at is not None and at < due:
+                    due = at
+            return due
         limit = self.limit_at
         return self.probe_due if limit is None or self.probe_due < limit else limit
 
