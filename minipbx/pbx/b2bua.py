@@ -30,9 +30,13 @@ from minipbx.pbx.call import (
     CallSettings,
     CallState,
     Disposition,
+    MediaAnchor,
     Network,
+    PassThrough,
     Route,
     Router,
+    ServiceError,
+    ServiceHost,
     Target,
     best_failure,
     disposition_of,
@@ -43,6 +47,7 @@ from minipbx.sip.errors import ParseError, TransactionError
 from minipbx.sip.headers import NameAddr
 from minipbx.sip.message import Request, Response
 from minipbx.sip.message import build_request as _build_request
+from minipbx.sip.sdp_origin import SdpOrigin
 from minipbx.sip.transaction import (
     ClientTransaction,
     ServerTransaction,
@@ -69,12 +74,19 @@ def _copied(message: Request | Response) -> list[tuple[str, str]]:
     return [(name, value) for name in _COPIED for value in message.headers.get_all(name)]
 
 
+def _is_sdp(content_type: str | None) -> bool:
+    return content_type is not None and content_type.split(";", 1)[0].strip().lower() == _SDP
+
+
+_SDP = "application/sdp"
+
+
 @dataclass(slots=True, eq=False)
 class _Relay:
     """An in-dialog request we relayed, waiting for the other leg's answer."""
 
     call: Call
-    server: ServerTransaction
+    server: ServerTransaction | None  # None: our own re-INVITE handing a service's call back
     to_a: bool  # True when we sent it to the caller (it came from the callee)
 
 
@@ -89,12 +101,16 @@ class B2BUA:
         listener: CallListener,
         settings: CallSettings | None = None,
         entropy: Callable[[int], bytes] | None = None,
+        media: MediaAnchor | None = None,
+        services: ServiceHost | None = None,
     ) -> None:
         self.layer = layer
         self.network = network
         self.router = router
         self.listener = listener
         self.settings = settings or CallSettings()
+        self.media: MediaAnchor = media or PassThrough()
+        self.services = services
         self._entropy = entropy or secrets.token_bytes
         self.calls: dict[str, Call] = {}
         self.counts = CallCounts()  # read by the router for concurrent-call limits
@@ -143,6 +159,11 @@ class B2BUA:
         self.layer.send_response(server, invite.response(100), now)
         route = self.router.route(call)
         self._take_route(call, route, now)
+        if route.service is not None:
+            failed = self._serve(call, route, now)
+            if failed is None:
+                return call
+            route = failed
         if not route.targets:
             self._fail(call, route.status or 404, now, route.reason)
             call.hangup_by = "system"
@@ -156,10 +177,7 @@ class B2BUA:
             )
             self.listener.call_ended(call)  # nothing to hold: the failure already went out
             return call
-        self.calls[call.id] = call
-        self.counts.add(call)
-        self._by_invite[server] = call
-        self._by_a[(invite.call_id, to_tag)] = call  # early dialog: BYE may come (RFC 3261 15)
+        self._track(call)
         forwards = (invite.max_forwards if invite.max_forwards is not None else 70) - 1
         self._ring(call, route, max(forwards, 0), now)
         log.info(
@@ -170,6 +188,14 @@ class B2BUA:
             len(call.legs),
         )
         return call
+
+    def _track(self, call: Call) -> None:
+        """Count the call and find it by its INVITE and by its dialog with the caller (early
+        dialog: a BYE may come before the answer, RFC 3261 15)."""
+        self.calls[call.id] = call
+        self.counts.add(call)
+        self._by_invite[call.server] = call
+        self._by_a[(call.invite.call_id, call.to_tag)] = call
 
     def _take_route(self, call: Call, route: Route, now: float) -> None:
         """Make ``route`` the call's: who is rung, its limits and timers."""
@@ -188,7 +214,8 @@ class B2BUA:
         """Send the route's INVITEs (earlier legs no longer count: superseded)."""
         for old in call.legs:
             old.superseded = True
-        if route.forwarded:  # RFC 3261 21.1.3: 181 Call Is Being Forwarded
+        self.media.prepare(call, route.targets)
+        if route.forwarded and call.service is None:  # RFC 3261 21.1.3: 181 Call Is Being Forwarded
             self._respond(call.server, call.invite.response(181, to_tag=call.to_tag), now)
         heapq.heappush(self._timers, (call.due, call.id))
         for target in route.targets:
@@ -238,6 +265,10 @@ class B2BUA:
         headers += target.headers
         headers += extra
         body = a.body if target.body is None else target.body
+        if call.service is not None:  # a service's transfer: the callee offers (RFC 3725 4)
+            body = b""
+        elif body:
+            body = self._to_b(call, body, a.headers.get("Content-Type"))
         return _build_request(
             "INVITE",
             target.uri,
@@ -292,7 +323,9 @@ class B2BUA:
         if entry is None:
             return
         call, leg, relay = entry
-        if relay is not None:
+        if relay is not None and relay.server is None:
+            self._hand_back_response(call, tx, response, now)
+        elif relay is not None:
             self._relay_response(relay, tx, response, now)
         elif leg is not None and tx.request.method == "INVITE":
             self._leg_response(call, leg, response, now)
@@ -305,9 +338,12 @@ class B2BUA:
         if entry is None:
             return
         call, leg, relay = entry
-        if relay is not None:
-            if not relay.server.final_sent:
-                self._respond(relay.server, relay.server.request.response(408), now)
+        if relay is not None and relay.server is None:  # the caller did not take our re-INVITE
+            self.hangup(call, now, "dead_peer")
+        elif relay is not None:
+            server = relay.server
+            if server is not None and not server.final_sent:
+                self._respond(server, server.request.response(408), now)
         elif leg is not None and tx.request.method == "INVITE":
             self._leg_final(call, leg, 408, now)
         elif tx.request.method in ("OPTIONS", "BYE") and call.state is CallState.ANSWERED:
@@ -336,8 +372,8 @@ class B2BUA:
             return
         if call.state in (CallState.ROUTING, CallState.EARLY) and call.winner is None:
             call.state = CallState.EARLY
-            body = response.body
-            ctype = response.headers.get("Content-Type") if body else None
+            ctype = response.headers.get("Content-Type") if response.body else None
+            body = self._to_a(call, response.body, ctype)
             a_resp = call.invite.response(
                 response.status,
                 response.reason,
@@ -362,25 +398,32 @@ class B2BUA:
             return
         leg.dialog = dialog
         leg.final = response.status
-        if call.winner is not None or call.state is CallState.ENDED:
+        if (
+            call.winner is not None
+            or call.state is CallState.ENDED
+            or (call.service is not None and leg.superseded)
+        ):
             # Another fork answered first, or the caller gave up: ACK and hang up this one.
             self._ack_leg(leg, b"", None)
             self._bye(dialog, leg.target.destination, now, call)
             return
         call.winner = leg
+        if call.service is not None:
+            self._hand_back(call, leg, response, now)
+            return
         if call.invite.body:  # early offer: the 2xx carries the answer, ACK at once
             self._ack_leg(leg, b"", None)
         for other in call.legs:
             if other is not leg and other.final == 0:
                 self._cancel_leg(other, now)
-        body = response.body
+        ctype = response.headers.get("Content-Type") if response.body else None
         a_resp = call.invite.response(
             response.status,
             response.reason,
             to_tag=call.to_tag,
             headers=[("Contact", str(self.network.contact(call.source))), *_copied(response)],
-            body=body,
-            content_type=response.headers.get("Content-Type") if body else None,
+            body=self._to_a(call, response.body, ctype),
+            content_type=ctype,
         )
         self._respond(call.server, a_resp, now)
         try:
@@ -423,6 +466,9 @@ class B2BUA:
             return
         best = best_failure([other.final for other in current])
         if self._forward_on_failure(call, leg, best, now, response):
+            return
+        if call.service is not None:  # the transfer failed: the caller stays with the service
+            self._transferred(call, best, now)
             return
         reason = response.reason if response is not None and response.status == best else None
         self._fail(call, best, now, reason)
@@ -550,6 +596,9 @@ class B2BUA:
         if method == "OPTIONS" and not request.body:
             self._respond(tx, request.response(200, headers=[("Allow", ALLOW)]), now)
             return True
+        if call.service is not None and from_leg is None and call.winner is None:
+            self._service_request(call, tx, request, now)
+            return True
         self._relay_request(call, from_leg, tx, request, now)
         return True
 
@@ -560,8 +609,17 @@ class B2BUA:
             return
         call = found[0]
         leg = call.winner
+        ctype = ack.headers.get("Content-Type") if ack.body else None
+        if call.service is not None and leg is None:
+            if ack.body and self.services is not None:  # the answer to the service's offer
+                try:
+                    self.services.media_update(call, ack.body)
+                except ServiceError as exc:
+                    log.info("event=service_media_refused call=%s error=%s", call.id, exc)
+                    self.hangup(call, now, "bad_sdp")
+            return
         if leg is not None and leg.request.call_id not in self._acks:
-            self._ack_leg(leg, ack.body, ack.headers.get("Content-Type") if ack.body else None)
+            self._ack_leg(leg, self._to_b(call, ack.body, ctype), ctype)
 
     def _relay_request(
         self,
@@ -582,16 +640,35 @@ class B2BUA:
                 self._respond(tx, request.response(491), now)  # RFC 3261 14.2: glare
                 return
             call.reinviting = True
+        ctype = request.headers.get("Content-Type") if request.body else None
+        body = (
+            self._to_a(call, request.body, ctype) if to_a else self._to_b(call, request.body, ctype)
+        )
         out = dialog.create_request(
             request.method,
             via=self.network.via(dest, make_branch(self._entropy)),
             contact=self.network.contact(dest) if request.method in _TARGET_REFRESH else None,
             headers=_copied(request),
-            body=request.body,
-            content_type=request.headers.get("Content-Type") if request.body else None,
+            body=body,
+            content_type=ctype,
         )
         client = self.layer.send_request(out, dest, self.network.reliable(dest), now)
         self._clients[client] = (call, None, _Relay(call, tx, to_a))
+
+    def _to_a(self, call: Call, body: bytes, content_type: str | None) -> bytes:
+        """SDP from the callee's side as the caller gets it: through the media anchor, and
+        under the origin the caller knows when a service answered it (RFC 3264 8)."""
+        if not body or not _is_sdp(content_type):
+            return body
+        body = self.media.sdp(call, body, from_a=False)
+        origin = call.a_origin
+        return origin.rewrite(body) if origin is not None else body
+
+    def _to_b(self, call: Call, body: bytes, content_type: str | None) -> bytes:
+        """SDP from the caller as the callee gets it (through the media anchor)."""
+        if not body or not _is_sdp(content_type):
+            return body
+        return self.media.sdp(call, body, from_a=True)
 
     def _relay_response(
         self, relay: _Relay, tx: ClientTransaction, response: Response, now: float
@@ -608,22 +685,200 @@ class B2BUA:
             self.layer.send_stateless(dialog.create_request("ACK", via=via), dest)
         if status >= 200 and tx.request.method == "INVITE":
             call.reinviting = False
-        if status == 100 or relay.server.final_sent:
+        server = relay.server
+        if status == 100 or server is None or server.final_sent:
             return
-        server_req = relay.server.request
+        server_req = server.request
         headers = _copied(response)
         if server_req.method in _TARGET_REFRESH and 200 <= status < 300:
             peer = call.source if not relay.to_a else call.winner.target.destination  # type: ignore[union-attr]
             headers.append(("Contact", str(self.network.contact(peer))))
-        body = response.body
+        ctype = response.headers.get("Content-Type") if response.body else None
+        if relay.to_a:  # the caller answered: the callee gets it
+            body = self._to_b(call, response.body, ctype)
+        else:
+            body = self._to_a(call, response.body, ctype)
         out = server_req.response(
-            status,
-            response.reason,
-            headers=headers,
-            body=body,
-            content_type=response.headers.get("Content-Type") if body else None,
+            status, response.reason, headers=headers, body=body, content_type=ctype
         )
-        self._respond(relay.server, out, now)
+        self._respond(server, out, now)
+
+    # -- services: calls the PBX answers itself, then hands on (RFC 3725 4) -----------------
+
+    def _serve(self, call: Call, route: Route, now: float) -> Route | None:
+        """Answer the call with the route's service; None when it runs, else the failure."""
+        services, invite = self.services, call.invite
+        service = route.service or ""
+        if services is None:
+            return replace(route, status=route.status or 501)
+        try:
+            sdp = services.start(call, service, invite.body)
+            call.a_origin = SdpOrigin(sdp)
+        except ServiceError as exc:
+            log.info("event=service_refused call=%s service=%s error=%s", call.id, service, exc)
+            return replace(route, status=exc.status, reason=str(exc))
+        except ParseError as exc:  # our own SDP: a bug, but not one that may crash the PBX
+            log.error("event=service_bad_sdp call=%s error=%s", call.id, exc)
+            services.stop(call)
+            return replace(route, status=500)
+        a_resp = invite.response(
+            200,
+            to_tag=call.to_tag,
+            headers=[("Contact", str(self.network.contact(call.source))), ("Allow", ALLOW)],
+            body=sdp,
+            content_type=_SDP,
+        )
+        try:
+            call.a_dialog = Dialog.from_uas(invite, a_resp)
+        except ParseError as exc:  # the caller's INVITE had no Contact
+            services.stop(call)
+            return replace(route, status=400, reason=f"Bad Request ({exc})")
+        call.service = service
+        self._respond(call.server, a_resp, now)
+        call.state = CallState.ANSWERED
+        call.answered = now
+        call.final_status = 200
+        call.invite = invite.essentials()
+        call.probe_due = now + self.settings.probe_interval
+        self._track(call)
+        heapq.heappush(self._timers, (call.due, call.id))
+        log.info("event=call_service call=%s from=%s service=%s", call.id, call.caller, service)
+        return None
+
+    def transfer(self, call: Call, kind: str, target: str, now: float) -> None:
+        """A service hands its caller on: ring the router's choice for ``kind``/``target``
+        with no offer; the answer's offer goes to the caller in a re-INVITE, its answer to
+        the callee in the ACK (RFC 3725 4, flow I). The outcome comes back through
+        ``ServiceHost.transferred``."""
+        services = self.services
+        if services is None:
+            return
+        if (
+            call.state is not CallState.ANSWERED
+            or call.service is None
+            or call.winner is not None
+            or call.transfer_at is not None
+        ):
+            services.transferred(call, 491)  # not now: the call is not idle in a service
+            return
+        route = self.router.transfer(call, kind, target)
+        if not route.targets:
+            log.info("event=transfer_failed call=%s to=%s status=%d", call.id, target, route.status)
+            services.transferred(call, route.status or 404)
+            return
+        self._take_route(call, route, now)
+        call.no_answer_at = call.failover_at = None  # the service decides what happens next
+        call.transfer_at = now + (route.no_answer or self.settings.ring_timeout)
+        log.info("event=call_transfer call=%s kind=%s to=%s", call.id, kind, route.callee)
+        self._ring(call, route, 69, now)
+
+    def _hand_back(self, call: Call, leg: BLeg, response: Response, now: float) -> None:
+        """The transfer's callee answered with its offer: re-INVITE the caller with it."""
+        for other in call.legs:
+            if other is not leg and other.final == 0:
+                self._cancel_leg(other, now)
+        call.transfer_at = None
+        ctype = response.headers.get("Content-Type") if response.body else None
+        dialog = call.a_dialog
+        if not response.body or not _is_sdp(ctype) or dialog is None:
+            # RFC 3261 13.2.1: a 2xx to an INVITE without an offer must carry one.
+            log.warning("event=transfer_no_offer call=%s", call.id)
+            self._drop_winner(call, leg, now)
+            self._transferred(call, 488, now)
+            return
+        out = dialog.create_request(
+            "INVITE",
+            via=self.network.via(call.source, make_branch(self._entropy)),
+            contact=self.network.contact(call.source),
+            body=self._to_a(call, response.body, ctype),
+            content_type=_SDP,
+        )
+        call.reinviting = True
+        dest = call.source
+        client = self.layer.send_request(out, dest, self.network.reliable(dest), now)
+        self._clients[client] = (call, None, _Relay(call, None, True))
+
+    def _hand_back_response(
+        self, call: Call, tx: ClientTransaction, response: Response, now: float
+    ) -> None:
+        """The caller's answer to the hand-back re-INVITE: ACK both sides, or give up."""
+        status = response.status
+        dialog = call.a_dialog
+        if dialog is not None:
+            dialog.receive_response(tx.request, response)
+        if status < 200:
+            return
+        call.reinviting = False
+        leg = call.winner
+        if 200 <= status < 300 and dialog is not None:
+            via = self.network.via(call.source, make_branch(self._entropy))
+            self.layer.send_stateless(dialog.create_request("ACK", via=via), call.source)
+        if leg is None or call.state is CallState.ENDED:
+            return
+        ctype = response.headers.get("Content-Type") if response.body else None
+        if 200 <= status < 300 and response.body and _is_sdp(ctype):
+            self._ack_leg(leg, self._to_b(call, response.body, ctype), ctype)
+            self._transferred(call, 200, now)
+            return
+        log.info("event=transfer_refused_by_caller call=%s status=%d", call.id, status)
+        self._drop_winner(call, leg, now)
+        self._transferred(call, status if status >= 300 else 488, now)
+
+    def _drop_winner(self, call: Call, leg: BLeg, now: float) -> None:
+        """A transfer's callee that cannot be joined after all: ACK it, then BYE."""
+        self._ack_leg(leg, b"", None)
+        if leg.dialog is not None:
+            self._bye(leg.dialog, leg.target.destination, now, call)
+        call.winner = None
+
+    def _transfer_timeout(self, call: Call, now: float) -> None:
+        """Nobody answered the transfer in time: stop ringing, tell the service."""
+        call.transfer_at = None
+        for leg in call.legs:
+            if leg.final == 0 and not leg.superseded:
+                leg.superseded = True
+                self._cancel_leg(leg, now)
+        self._transferred(call, 480, now)
+
+    def _transferred(self, call: Call, status: int, now: float) -> None:
+        if status == 200:
+            log.info("event=call_handed_back call=%s to=%s", call.id, call.callee)
+            call.service = None
+        else:
+            call.transfer_at = None
+        if self.services is not None:
+            self.services.transferred(call, status)
+
+    def _service_request(
+        self, call: Call, tx: ServerTransaction, request: Request, now: float
+    ) -> None:
+        """A request from the caller while a service answers it: DTMF INFO, or new SDP."""
+        services = self.services
+        if services is None:
+            self._respond(tx, request.response(481), now)
+            return
+        if request.method == "INFO":
+            self._respond(tx, request.response(services.info(call, request)), now)
+            return
+        if request.method not in _TARGET_REFRESH:
+            self._respond(tx, request.response(405, headers=[("Allow", ALLOW)]), now)
+            return
+        ctype = request.headers.get("Content-Type") if request.body else None
+        if request.body and not _is_sdp(ctype):
+            self._respond(tx, request.response(415, headers=[("Accept", _SDP)]), now)
+            return
+        try:
+            sdp = services.media_update(call, request.body)
+        except ServiceError as exc:
+            self._respond(tx, request.response(exc.status, str(exc)), now)
+            return
+        contact = [("Contact", str(self.network.contact(call.source)))]
+        if sdp is None:
+            self._respond(tx, request.response(200, headers=contact), now)
+            return
+        origin = call.a_origin
+        body = origin.rewrite(sdp) if origin is not None else sdp
+        self._respond(tx, request.response(200, headers=contact, body=body, content_type=_SDP), now)
 
     # -- ending calls ----------------------------------------------------------------------
 
@@ -640,6 +895,9 @@ class B2BUA:
             leg = call.winner
             if leg is not None and leg.dialog is not None:
                 self._bye(leg.dialog, leg.target.destination, now, call, extra=headers)
+            if call.service is not None:  # a service's transfer may be ringing
+                for ringing in call.legs:
+                    self._cancel_leg(ringing, now)
             if call.a_dialog is not None:
                 self._bye(call.a_dialog, call.source, now, call, extra=headers)
         else:
@@ -686,6 +944,12 @@ class B2BUA:
             return
         del self.calls[call.id]
         self.counts.remove(call)
+        if call.service is not None:
+            for leg in call.legs:  # a transfer still ringing
+                self._cancel_leg(leg, now)
+        if self.services is not None and call.a_origin is not None:
+            self.services.stop(call)
+        self.media.release(call)
         self._by_invite.pop(call.server, None)
         self._by_a.pop((call.invite.call_id, call.to_tag), None)
         for leg in call.legs:
@@ -730,6 +994,8 @@ class B2BUA:
             if call is None or call.due != due:
                 continue  # ended, or rescheduled: a stale entry
             if call.state is CallState.ANSWERED:
+                if call.transfer_at is not None and call.transfer_at <= now:
+                    self._transfer_timeout(call, now)
                 limit = call.limit_at
                 if limit is not None and limit <= now:
                     call.reason = "max_duration"

@@ -16,6 +16,7 @@ from typing import Protocol, TypeVar, runtime_checkable
 from minipbx.sip.dialog import Dialog
 from minipbx.sip.headers import NameAddr, Via
 from minipbx.sip.message import Request, Response
+from minipbx.sip.sdp_origin import SdpOrigin
 from minipbx.sip.transaction import ClientTransaction, ServerTransaction
 from minipbx.sip.uri import Uri
 from minipbx.transport.address import Address
@@ -59,6 +60,7 @@ class Target:
     auth: LegAuth | None = None  # answer one digest challenge of this target with these
     headers: tuple[tuple[str, str], ...] = ()  # added to the INVITE (P-Asserted-Identity...)
     body: bytes | None = None  # the SDP offer to send (codecs restricted); None: the caller's
+    nat: bool = False  # a phone registered from behind NAT (its media may need the relay)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +77,7 @@ class Route:
     max_seconds: float | None = None  # answered calls are cut after this long
     no_answer: float | None = None  # ask the router to forward after this long ringing
     forwarded: bool = False  # the route is a forward: the caller hears 181
+    service: str | None = None  # answered by the PBX itself ("ivr:main"): no targets
     trunk: str | None = None  # the trunk's name when kind is "trunk"
 
 
@@ -86,6 +89,11 @@ class Router(Protocol):
     def forward(self, call: Call, why: str, to: str | None = None) -> Route | None:
         """Where the call goes now that its callee is ``why`` ("busy", "no_answer", or
         "redirect" to number ``to``, a 3xx from the phone); None: nowhere, fail as is."""
+        ...
+
+    def transfer(self, call: Call, kind: str, target: str) -> Route:
+        """Where a service (auto attendant...) sends a call it answered: ``kind`` is a
+        :class:`~minipbx.pbx.channel.TransferKind` value, ``target`` a number or user."""
         ...
 
 
@@ -104,6 +112,75 @@ class CallListener(Protocol):
         request that hung it up (the 200 to a BYE) until the listener calls
         ``B2BUA.recorded(call, now)``: a durable record is then in place before the phone
         learns the call is over. Return False to let the answer go at once."""
+        ...
+
+
+class MediaAnchor(Protocol):
+    """Where the PBX puts itself into a call's media (the relay for parties behind NAT).
+
+    Every SDP body the B2BUA passes from one leg to the other goes through :meth:`sdp`;
+    the default passes it unchanged (media end to end).
+    """
+
+    def prepare(self, call: Call, targets: Sequence[Target]) -> None:
+        """The call is about to ring ``targets``: decide whether its media is anchored."""
+        ...
+
+    def sdp(self, call: Call, body: bytes, *, from_a: bool) -> bytes:
+        """``body`` from the caller (``from_a``) or the callee, as the other side gets it."""
+        ...
+
+    def release(self, call: Call) -> None:
+        """The call ended: free its media resources."""
+        ...
+
+
+class PassThrough:
+    """Media end to end: SDP passes unchanged."""
+
+    def prepare(self, call: Call, targets: Sequence[Target]) -> None:
+        """Nothing to decide."""
+
+    def sdp(self, call: Call, body: bytes, *, from_a: bool) -> bytes:
+        """``body`` as it is."""
+        return body
+
+    def release(self, call: Call) -> None:
+        """Nothing to free."""
+
+
+class ServiceError(Exception):
+    """A service cannot take the call; ``status`` is the answer to the caller."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+
+
+class ServiceHost(Protocol):
+    """Runs the PBX's own services (auto attendant...) on calls the B2BUA answers itself."""
+
+    def start(self, call: Call, service: str, offer: bytes) -> bytes:
+        """Begin ``service`` on ``call``: the SDP to answer ``offer`` with (or to offer,
+        when ``offer`` is empty: the caller answers in its ACK). Raises ServiceError."""
+        ...
+
+    def media_update(self, call: Call, body: bytes) -> bytes | None:
+        """The caller sent SDP while the service runs (an ACK's answer: returns None; a
+        re-INVITE's offer: returns the answer). Raises ServiceError (e.g. 488)."""
+        ...
+
+    def info(self, call: Call, request: Request) -> int:
+        """An INFO from the caller (DTMF, application/dtmf-relay): the status to answer."""
+        ...
+
+    def transferred(self, call: Call, status: int) -> None:
+        """A transfer the service asked for ended: 200 (the call left the service) or why
+        it failed (the caller is still with the service)."""
+        ...
+
+    def stop(self, call: Call) -> None:
+        """The call ended: stop the service and free its media."""
         ...
 
 
@@ -179,6 +256,9 @@ class Call:
     no_answer_at: float | None = None  # then the router is asked where to forward
     forwarded_to: list[str] = field(default_factory=list)  # numbers forwarded to, in order
     reinviting: bool = False  # a relayed re-INVITE awaits its final response
+    service: str | None = None  # the PBX service answering the call now ("ivr:main")
+    transfer_at: float | None = None  # a service's transfer stops ringing then
+    a_origin: SdpOrigin | None = None  # o= the caller saw from us (a service answered)
     # The answer to the hang-up request, held until the call's record is durable.
     held: tuple[ServerTransaction, Response] | None = None
 
@@ -192,7 +272,9 @@ class Call:
                     due = at
             return due
         limit = self.limit_at
-        return self.probe_due if limit is None or self.probe_due < limit else limit
+        due = self.probe_due if limit is None or self.probe_due < limit else limit
+        transfer = self.transfer_at
+        return due if transfer is None or due < transfer else transfer
 
     @property
     def limit_at(self) -> float | None:

@@ -260,6 +260,30 @@ class DialPlanRouter:
         route = self._forward_to(call, extension, policy, number)
         return route if route is not None and route.targets else None
 
+    def transfer(self, call: Call, kind: str, target: str) -> Route:
+        """Where a service sends a call it answered (see :class:`~minipbx.pbx.call.Router`).
+
+        ``user`` and ``followme``: a local user of the tenant, after its forwarding (input a
+        caller typed, e.g. dial-by-extension, never leaves the PBX). ``number``: a number
+        the administrator configured (an attendant option), routed through the tenant's
+        dial plan, trunks included.
+        """
+        limit = call.max_seconds
+        if kind in ("user", "followme"):
+            if not target.isdigit():
+                return Route(status=404, callee=target)
+            return self._local(call, target, limit)
+        if kind != "number":
+            return Route(status=501, reason="Service Not Available", callee=target)
+        plan = self.config.plan_for(call.tenant_id, None)
+        if plan is None:
+            return self._local(call, target, limit)
+        decision = plan.decide(target, caller=call.caller, level=1, wall=self._wall())
+        route = self._follow(call, decision, limit, outbound_allowed=True)
+        if route.service is not None:  # from one service into another: not supported yet
+            return Route(status=501, reason="Service Not Available", callee=target)
+        return route
+
     def _forward_to(
         self, call: Call, extension: str, policy: CallPolicy | None, number: str
     ) -> Route | None:
@@ -322,8 +346,16 @@ class DialPlanRouter:
             return self._trunk_route(
                 call, rule.target, rule.failover, number, rule.caller_id, limit
             )
-        # Services (voicemail, attendant, calling card...) arrive with the media engine.
-        return Route(status=501, reason="Service Not Available", callee=number, kind="service")
+        service = rule.target if rule.target.startswith(SERVICES) else None
+        # Without a service host (or for services not built yet) the caller gets 501.
+        return Route(
+            status=501,
+            reason="Service Not Available",
+            callee=number,
+            kind="service",
+            service=service,
+            max_seconds=limit,
+        )
 
     def _trunk_route(
         self,
@@ -385,6 +417,9 @@ def _offer_for(call: Call, codecs: tuple[str, ...]) -> bytes | None:
         return None
     return b"" if restricted == offer else bytes(restricted)
 
+
+# Dial plan service targets the PBX runs itself (``ivr:<menu name>``).
+SERVICES = ("ivr:",)
 
 ANONYMOUS = NameAddr(SipUri("anonymous.invalid", "anonymous"), "Anonymous")
 

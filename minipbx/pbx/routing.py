@@ -49,6 +49,12 @@ class LocalRouter:
         """No forwarding without the dial plan router."""
         return None
 
+    def transfer(self, call: Call, kind: str, target: str) -> Route:
+        """A service's transfer rings a local user (no dial plan: nothing else exists)."""
+        if kind not in ("user", "number", "followme"):
+            return Route(status=501, callee=target)
+        return self.targets(call.tenant_id, call.domain, target)
+
     def targets(self, tenant_id: int, domain: str, number: str) -> Route:
         """The contacts of user ``number`` in the caller's tenant (calls and MESSAGE)."""
         user = self.users.lookup(domain, number) if number else None
@@ -62,7 +68,8 @@ class LocalRouter:
             except ParseError:
                 log.warning("event=bad_contact aor=%s contact=%r", user.extension, binding.contact)
                 continue
-            targets.append(Target(uri=uri, destination=target_of(binding), path=binding.path))
+            destination = target_of(binding)
+            targets.append(Target(uri, destination, binding.path, nat=binding.nat))
         if not targets:
             return Route(status=480, callee=number)  # RFC 3261 21.4.18: not registered now
         return Route(targets=tuple(targets), callee=number)

@@ -21,6 +21,7 @@ from minipbx.sip import NameAddr, Request, Response, SipUri, Via, parse
 from minipbx.sip.digest import DigestAuthenticator, answer_challenge, parse_challenge
 from minipbx.sip.message import build_request
 from minipbx.sip.transaction import (
+    AckReceived,
     RequestReceived,
     ResponseReceived,
     ServerTransaction,
@@ -92,6 +93,7 @@ class Phone:
         self.responses: list[Response] = []
         self.requests: list[Request] = []
         self.sent_responses: list[Response] = []
+        self.acks: list[Request] = []  # ACKs for our 2xx
         self.nc = itertools.count(1)
         self.to_tag = f"tag{ext}"
         net.phones[self.addr] = self
@@ -212,6 +214,8 @@ class Phone:
         while (event := self.layer.next_event()) is not None:
             if isinstance(event, ResponseReceived):
                 self.responses.append(event.response)
+            elif isinstance(event, AckReceived):
+                self.acks.append(event.request)
             elif isinstance(event, RequestReceived):
                 req = event.request
                 self.requests.append(req)
@@ -225,6 +229,14 @@ class Phone:
                         self.layer.send_response(
                             ringing, inv.response(487, to_tag=self.to_tag), now
                         )
+                elif req.method == "INVITE" and req.body:  # a re-INVITE: answer its offer
+                    ok = req.response(
+                        200,
+                        headers=[("Contact", f"<sip:{self.ext}@127.0.0.1:{self.addr.port}>")],
+                        body=sdp(4000 + self.addr.port % 1000),
+                        content_type="application/sdp",
+                    )
+                    self.layer.send_response(event.transaction, ok, now)
                 else:
                     self.layer.send_response(event.transaction, req.response(200), now)
 
