@@ -57,6 +57,15 @@ class Settings:
     min_expires: int = 60
     max_expires: int = 3600
     ring_timeout: float = 60.0
+    media_relay: str = "auto"
+    """``auto``: relay RTP for calls with a party behind NAT; ``always``; ``never``."""
+    rtp_port_min: int = 10000
+    """First UDP port of the RTP range (relay and the PBX's own media); even."""
+    rtp_port_max: int = 20000
+    """Last UDP port of the RTP range."""
+    media_address: str | None = None
+    """Address put in SDP for the PBX's own media (default: public_address, else the one
+    facing each party)."""
     log_level: str = "INFO"
 
     @property
@@ -88,6 +97,10 @@ _TOML_KEYS = {
     ("registrar", "min_expires"): "min_expires",
     ("registrar", "max_expires"): "max_expires",
     ("calls", "ring_timeout"): "ring_timeout",
+    ("media", "relay"): "media_relay",
+    ("media", "rtp_port_min"): "rtp_port_min",
+    ("media", "rtp_port_max"): "rtp_port_max",
+    ("media", "address"): "media_address",
 }
 _FIELDS = {f.name: f for f in fields(Settings)}
 
@@ -186,7 +199,7 @@ def validate(settings: Settings) -> None:
         port = getattr(settings, name)
         if port is not None and not 0 <= port <= 65535:
             raise ConfigError(f"{name} must be a port number (0-65535), not {port}")
-    for name in ("bind", "public_address"):
+    for name in ("bind", "public_address", "media_address"):
         value = getattr(settings, name)
         if value is None:
             continue
@@ -213,6 +226,16 @@ def validate(settings: Settings) -> None:
     if not 1 <= settings.cdr_retry_max <= 3600:
         raise ConfigError(
             f"cdr retry_max must be 1 to 3600 seconds, not {settings.cdr_retry_max!r}"
+        )
+    if settings.media_relay not in ("auto", "always", "never"):
+        raise ConfigError(
+            f"media relay must be auto, always or never, not {settings.media_relay!r}"
+        )
+    low, high = settings.rtp_port_min, settings.rtp_port_max
+    if not (1024 <= low < high <= 65535) or low % 2:
+        raise ConfigError(
+            f"RTP ports: need an even rtp_port_min and 1024 <= rtp_port_min < rtp_port_max"
+            f" <= 65535, not {low}-{high}"
         )
     if settings.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(

@@ -48,6 +48,7 @@ class CallPolicy:
     forward_no_answer: str | None = None
     forward_unreachable: str | None = None
     no_answer_seconds: int = 20
+    media_relay: str = "auto"  # the user's own relay setting: auto, always, never
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +124,7 @@ async def load_routing_data(db: Database) -> RoutingData:
                 u.forward_no_answer or None,
                 u.forward_unreachable or None,
                 u.no_answer_seconds,
+                u.media_relay or "auto",
             )
             for u in await session.scalars(select(User))
         }
