@@ -488,3 +488,52 @@ class Setting(Base):
     key: Mapped[str] = mapped_column(String(64))
     value: Mapped[str] = mapped_column(Text, default="")
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+# --- auto attendant (migration 0005) -------------------------------------------------------
+
+PROMPT_NAME_LEN = 64
+
+
+class IvrMenu(Base):
+    """A menu of a tenant's auto attendant (IVR); its keys are :class:`IvrOption` rows.
+
+    ``greeting`` is a comma-separated list of prompt names; ``hours`` a time condition as
+    dial plan rules write it ("" for always), with ``after_hours_menu`` the menu that runs
+    outside them; ``timeout_action``/``timeout_target`` say what happens when the retries
+    are used up. Menus refer to each other by name. Writes bump ``dial_plans_version``.
+    """
+
+    __tablename__ = "ivr_menus"
+    __table_args__ = (UniqueConstraint("tenant_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(LABEL_LEN))
+    greeting: Mapped[str] = mapped_column(Text, default="")
+    dial_by_extension: Mapped[bool] = mapped_column(Boolean, default=False)
+    max_digits: Mapped[int] = mapped_column(Integer, default=4)
+    timeout_seconds: Mapped[float] = mapped_column(Double, default=5.0)
+    digit_timeout_seconds: Mapped[float] = mapped_column(Double, default=3.0)
+    retries: Mapped[int] = mapped_column(Integer, default=2)
+    invalid_prompt: Mapped[str] = mapped_column(String(PROMPT_NAME_LEN), default="")
+    timeout_action: Mapped[str] = mapped_column(String(16), default="hangup")
+    timeout_target: Mapped[str] = mapped_column(String(255), default="")
+    hours: Mapped[str] = mapped_column(Text, default="")
+    after_hours_menu: Mapped[str | None] = mapped_column(String(LABEL_LEN))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class IvrOption(Base):
+    """What one key (0-9 * #) of a menu does: ``action`` (user, followme, voicemail, menu,
+    number, hangup, repeat) with its ``target``."""
+
+    __tablename__ = "ivr_options"
+    __table_args__ = (UniqueConstraint("menu_id", "key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    menu_id: Mapped[int] = mapped_column(ForeignKey("ivr_menus.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(1))
+    action: Mapped[str] = mapped_column(String(16))
+    target: Mapped[str] = mapped_column(String(255), default="")

@@ -24,7 +24,9 @@ from minipbx.web.console import (
     crud_pages,
     dashboard,
     dialplan_pages,
+    ivr_pages,
     ledger_pages,
+    prompt_pages,
     system_pages,
     voicemail_pages,
 )
@@ -36,10 +38,12 @@ PAGES = (
     account_pages,
     dashboard,
     dialplan_pages,
+    ivr_pages,
     billing,
     cdr_pages,
     system_pages,
     voicemail_pages,
+    prompt_pages,
     ledger_pages,
     crud_pages,
 )
