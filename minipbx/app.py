@@ -30,12 +30,14 @@ from minipbx.pbx.cdr_writer import CdrRecorder, CdrShipper, CdrSpool, CdrWriter
 from minipbx.pbx.core import CoreSettings, PbxCore
 from minipbx.pbx.dialplan_router import DialPlanRouter
 from minipbx.pbx.location import Aor, Binding, MemoryLocation
+from minipbx.pbx.media_anchor import RelayAnchor
 from minipbx.pbx.ports import User
 from minipbx.pbx.registrar import Registrar, RegistrarConfig
 from minipbx.pbx.routing import LocalRouter
 from minipbx.pbx.security import Guard, GuardConfig
 from minipbx.pbx.trunk_registration import TrunkAccount
 from minipbx.routing_loader import RoutingLoader
+from minipbx.services import Attendant, ServiceRunner
 from minipbx.sip.digest import Algorithm, DigestAuthenticator
 from minipbx.sip.headers import NameAddr, Via
 from minipbx.sip.uri import SipUri
@@ -55,6 +57,8 @@ from minipbx.transport.address import Address
 from minipbx.transport.config import TransportConfig, TransportError
 from minipbx.transport.events import Inbound
 from minipbx.transport.manager import TransportManager
+from minipbx.transport.media_endpoint import MediaEndpoint
+from minipbx.transport.rtp import RelayManager, RtpPortPool
 from minipbx.transport.stun import StunListener
 from minipbx.web.accounts import FIRST_ADMIN
 from minipbx.web.live import start_web
@@ -111,6 +115,11 @@ class Network:
                     cached = "127.0.0.1" if family == socket.AF_INET else "::1"
             self._local_ip[remote] = cached
         return cached
+
+    def media_ip_for(self, remote: str) -> str:
+        """Our address as ``remote`` sees it, for SDP (public address, bound one, or the
+        interface the kernel would use toward it)."""
+        return self._local(Address("udp", remote, 5060))[0].strip("[]")
 
     def via(self, destination: Address, branch: str) -> Via:
         """A top Via for a request to ``destination`` (RFC 3261 8.1.1.7, RFC 3581 rport)."""
@@ -283,6 +292,7 @@ class App:
             on_committed=self.cdr_shipper.wake if self.cdr_shipper else lambda: None,
         )
         self.core: PbxCore | None = None
+        self.services: ServiceRunner | None = None
         self.routing: RoutingLoader | None = None
         self._timer: asyncio.Handle | None = None
         self._timer_when = 0.0
@@ -293,6 +303,12 @@ class App:
         self.web: WebServer | None = None  # the web console and REST API (minipbx.web)
         self.admin_password: str | None = None  # of the first web admin, for the banner
         self.stun = StunListener(settings.bind, settings.stun_port) if settings.stun_port else None
+        # RTP: the relay for calls with a party behind NAT (ports bound only when used).
+        self.media_address = settings.media_address or settings.public_address
+        pool = RtpPortPool(settings.bind, settings.rtp_port_min, settings.rtp_port_max)
+        fixed = self.media_address or (None if _wildcard(settings.bind) else settings.bind)
+        # The anchor picks the address facing each party when none is fixed.
+        self.relays = RelayManager(pool, fixed or "127.0.0.1")
 
     # -- start and stop --------------------------------------------------------------------
 
@@ -335,7 +351,24 @@ class App:
             trunk_of=self._trunk_of,
         )
         router.counts = self.core.b2bua.counts
+        fixed = self.media_address
+        self.core.b2bua.media = RelayAnchor(
+            self.relays,
+            (lambda remote: fixed) if fixed else network.media_ip_for,
+            self.settings.media_relay,
+            lambda tenant, ext: _relay_mode(router, tenant, ext),
+        )
         self.routing = RoutingLoader(self.db, router, self._configure_trunks)
+        routing = self.routing
+        self.services = ServiceRunner(
+            loop=self._loop,
+            control=lambda: self.core.b2bua if self.core is not None else None,
+            flush=self._flush,
+            open_media=lambda call, offer: self._open_media(network, call, offer),
+            services={"ivr": Attendant(lambda tenant_id: routing.menus.get(tenant_id, {}))},
+            data_dir=self.settings.data_dir,
+        )
+        self.core.b2bua.services = self.services
         await self.routing.load()
         await self._start_cdrs()
         await self._start_stun()  # before SIP: an answer to OPTIONS is taken as "started"
@@ -379,6 +412,19 @@ class App:
                 exc or "timed out",
             )
         self._tasks.append(asyncio.create_task(self.cdr_shipper.run()))
+
+    def _open_media(
+        self, network: Network, call: Call, offer: bytes
+    ) -> tuple[MediaEndpoint, bytes]:
+        """Our own RTP stream answering ``offer`` (a service's leg), on the RTP range."""
+        address = self.media_address or network.media_ip_for(call.source.host)
+        return MediaEndpoint.answer_now(
+            offer,
+            address=address,
+            ports=self.relays.pool,
+            session_id=int(time.time() * 1000),
+            name=call.id,
+        )
 
     def _trunk_of(self, source: Address) -> InboundTrunk | None:
         routing = self.routing
@@ -443,6 +489,8 @@ class App:
         if self.web is not None:
             await self.web.stop()
         await self.cdr_writer.close()
+        self.relays.close_all()
+        await self.relays.wait_closed()
         if self._timer is not None:
             self._timer.cancel()
         for task in self._tasks:
@@ -527,6 +575,16 @@ class App:
             if core is not None and self._loop is not None:
                 core.keepalive(core.registrar.nated_udp_bindings(time.time()), self._loop.time())
                 self._flush()
+
+
+def _wildcard(address: str) -> bool:
+    return address in ("0.0.0.0", "::")
+
+
+def _relay_mode(router: DialPlanRouter, tenant_id: int, extension: str) -> str:
+    """A user's own media relay setting (auto when not a user)."""
+    policy = router.config.policies.get((tenant_id, extension))
+    return policy.media_relay if policy is not None else "auto"
 
 
 def _tune_gc() -> None:

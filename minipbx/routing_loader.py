@@ -24,9 +24,11 @@ from dataclasses import dataclass
 
 from minipbx.pbx.call import InboundTrunk
 from minipbx.pbx.dialplan_router import DialPlanRouter, compile_routing
+from minipbx.pbx.ivr import IvrMenu
 from minipbx.pbx.trunk_registration import TrunkAccount
 from minipbx.store import Database, StoreError
 from minipbx.store.checks import IpNetwork, parse_source
+from minipbx.store.ivr import SqlIvrRepo
 from minipbx.store.pbxrecords import TrunkRecord
 from minipbx.store.routing_data import RoutingData, load_routing_data, routing_versions
 from minipbx.transport.address import Address
@@ -115,6 +117,8 @@ class RoutingLoader:
         self._router = router
         self._configure_trunks = configure_trunks
         self.sources = TrustedSources({}, {}, ())
+        # Auto attendant menus by tenant (they change with the dial plans' counter).
+        self.menus: dict[int, dict[str, IvrMenu]] = {}
         self._versions: tuple[int, ...] | None = None
         self._resolved_at = 0.0
 
@@ -125,18 +129,21 @@ class RoutingLoader:
     async def load(self) -> None:
         """Load, resolve, compile and swap in (StoreError if the database fails)."""
         data = await load_routing_data(self._db)
+        menus = await SqlIvrRepo(self._db).load_all_menus()
         resolved = await resolve_trunks(data.trunks)
         self._router.config = compile_routing(data, lambda t: resolved.get(t.id))
         self.sources = trusted_sources(data, resolved, data.tenant_domains)
+        self.menus = menus
         self._configure_trunks(
             [_account(t, resolved[t.id]) for t in data.trunks if _registers(t, resolved)]
         )
         self._versions = data.versions
         self._resolved_at = asyncio.get_running_loop().time()
         log.info(
-            "event=routing_loaded plans=%d trunks=%d problems=%d",
+            "event=routing_loaded plans=%d trunks=%d ivr_menus=%d problems=%d",
             len(data.plans),
             len(data.trunks),
+            sum(map(len, menus.values())),
             len(self._router.config.problems),
         )
 

@@ -33,6 +33,15 @@ def test_config_file_from_environment(tmp_path: Path) -> None:
     assert load(env={"MINIPBX_CONFIG": str(cfg)}).db_url == "sqlite+aiosqlite:////tmp/x.db"
 
 
+def test_media_settings_from_file_and_environment(tmp_path: Path) -> None:
+    cfg = tmp_path / "minipbx.toml"
+    cfg.write_text("[media]\nrtp_port_min = 30000\nrtp_port_max = 30100\naddress = '127.0.0.5'\n")
+    settings = load(cfg, env={"MINIPBX_MEDIA_RELAY": "always"})
+    assert (settings.rtp_port_min, settings.rtp_port_max) == (30000, 30100)
+    assert settings.media_address == "127.0.0.5" and settings.media_relay == "always"
+    assert load(env={}).media_relay == "auto"
+
+
 def test_trusted_networks_from_env_list() -> None:
     settings = load(env={"MINIPBX_TRUSTED_NETWORKS": "10.0.0.0/8, 127.0.0.1/32"})
     assert settings.trusted_networks == ("10.0.0.0/8", "127.0.0.1/32")
@@ -51,6 +60,10 @@ def test_trusted_networks_from_env_list() -> None:
         ("[security]\ntrusted_networks = ['nonsense']\n", "is not a network"),
         ("[registrar]\nmin_expires = 100\nmax_expires = 50\n", "min_expires <= max_expires"),
         ("[server]\nlog_level = 'LOUD'\n", "log_level must be"),
+        ("[media]\nrelay = 'sometimes'\n", "media relay must be auto, always or never"),
+        ("[media]\nrtp_port_min = 10001\n", "need an even rtp_port_min"),
+        ("[media]\nrtp_port_min = 30000\nrtp_port_max = 20000\n", "not 30000-20000"),
+        ("[media]\naddress = 'pbx.example.com'\n", "media_address must be an IP address"),
     ],
 )
 def test_bad_settings_are_one_clear_line(tmp_path: Path, text: str, message: str) -> None:

@@ -1,0 +1,323 @@
+"""The PBX's own services on calls it answers (the B2BUA's ``ServiceHost``), in asyncio.
+
+A dial plan rule ``service ivr:<menu>`` makes the B2BUA answer the caller itself: the
+:class:`ServiceRunner` opens a :class:`~minipbx.transport.media_endpoint.MediaEndpoint`
+(our own RTP port, PCMU/PCMA and RFC 4733 events), wraps it and the B2BUA in a
+:class:`CallChannel` (the :class:`~minipbx.pbx.channel.Channel` services are written
+against) and runs the service as a task. A transfer rings the new party with no offer; its
+offer reaches the caller in a re-INVITE and the endpoint closes: the two phones then talk
+end to end (or through the relay), as in miniSipServer's media model.
+
+Every B2BUA action from a task is followed by ``flush`` (the app sends what it queued).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol, TypeVar
+
+import numpy as np
+
+from minipbx.media.dtmf import Collected, parse_dtmf_info
+from minipbx.media.g711 import Pcm
+from minipbx.media.player import tone
+from minipbx.media.prompts import PromptError, PromptSet, override_dir
+from minipbx.media.relay import MediaError
+from minipbx.pbx.call import Call, CallState, ServiceError
+from minipbx.pbx.channel import Channel, ChannelClosedError, Recording, TransferKind
+from minipbx.pbx.ivr import IvrMenu, run_ivr
+from minipbx.sip.message import Request
+from minipbx.transport.media_endpoint import MediaClosedError, MediaEndpoint, OfferError
+
+log = logging.getLogger("minipbx.services")
+
+DTMF_RELAY = "application/dtmf-relay"
+
+
+class Service(Protocol):
+    """One kind of service (``ivr``, ``voicemail``...): dial plan targets ``<kind>:<arg>``."""
+
+    def accepts(self, tenant_id: int, arg: str) -> bool:
+        """Whether ``arg`` names something this service has for the tenant (checked
+        before the call is answered: False gives the caller 404)."""
+        ...
+
+    async def run(self, channel: Channel, arg: str) -> str:
+        """Serve the call; returns a short outcome for the log. Raises ChannelClosedError
+        when the caller hangs up (also fine to return)."""
+        ...
+
+
+class Attendant:
+    """The auto attendant as a :class:`Service` (``ivr:<menu>``)."""
+
+    def __init__(self, menus: Callable[[int], Mapping[str, IvrMenu]]) -> None:
+        self.menus = menus
+
+    def accepts(self, tenant_id: int, arg: str) -> bool:
+        return arg in self.menus(tenant_id)
+
+    async def run(self, channel: Channel, arg: str) -> str:
+        return await run_ivr(channel, self.menus(channel.tenant_id), arg)
+
+
+class CallControl(Protocol):
+    """What services need of the B2BUA (``minipbx.pbx.b2bua.B2BUA``)."""
+
+    def transfer(self, call: Call, kind: str, target: str, now: float) -> None: ...
+
+    def hangup(
+        self, call: Call, now: float, reason: str, headers: Sequence[tuple[str, str]] = ()
+    ) -> None: ...
+
+
+_T = TypeVar("_T")
+
+OpenMedia = Callable[[Call, bytes], tuple[MediaEndpoint, bytes]]
+
+
+def ringback() -> Pcm:
+    """Ringing as callers expect it while a transfer rings (ITU-T E.180: 425 Hz, 1 s on,
+    4 s off), one cycle."""
+    return np.concatenate([tone(425.0, 1.0, -16.0), tone(425.0, 4.0, -120.0)])
+
+
+class CallChannel:
+    """A :class:`~minipbx.pbx.channel.Channel` over a media endpoint and the B2BUA."""
+
+    def __init__(self, runner: ServiceRunner, call: Call, endpoint: MediaEndpoint) -> None:
+        self._runner = runner
+        self._call = call
+        self.endpoint = endpoint
+        self.transfer_result: asyncio.Future[int] | None = None
+
+    @property
+    def call_id(self) -> str:
+        return self._call.id
+
+    @property
+    def caller(self) -> str:
+        return self._call.caller
+
+    @property
+    def callee(self) -> str:
+        return self._call.callee
+
+    @property
+    def tenant_id(self) -> int:
+        return self._call.tenant_id
+
+    def now(self) -> float:
+        return self._runner.loop.time()
+
+    def wall(self) -> float:
+        return time.time()
+
+    async def play(self, prompts: Sequence[str], *, barge_in: bool = True) -> str | None:
+        try:
+            audio = self._runner.prompts(self._call.tenant_id).concat(prompts)
+        except PromptError as exc:  # a missing prompt must not end the call
+            log.error("event=prompt_missing call=%s error=%s", self._call.id, exc)
+            return None
+        return await self._media(self.endpoint.play(audio, barge_in=barge_in))
+
+    async def play_audio(self, wav: bytes, *, barge_in: bool = True) -> str | None:
+        return await self._media(self.endpoint.play(wav, barge_in=barge_in))
+
+    async def collect(
+        self,
+        *,
+        max_digits: int | None = None,
+        terminators: str = "#",
+        first_digit_timeout: float | None = 5.0,
+        inter_digit_timeout: float | None = 3.0,
+    ) -> Collected:
+        return await self._media(
+            self.endpoint.collect(
+                max_digits=max_digits,
+                terminators=terminators,
+                first_digit_timeout=first_digit_timeout,
+                inter_digit_timeout=inter_digit_timeout,
+            )
+        )
+
+    def flush_digits(self) -> None:
+        self.endpoint.flush_digits()
+
+    async def record(
+        self, *, max_seconds: float, silence_seconds: float = 5.0, terminators: str = "#"
+    ) -> Recording:
+        result = await self._media(self.endpoint.record(max_seconds, silence_seconds, terminators))
+        return Recording(result.wav, result.seconds, result.reason)
+
+    async def transfer(self, kind: TransferKind, target: str) -> int:
+        loop = self._runner.loop
+        self.transfer_result = result = loop.create_future()
+        self._runner.control_transfer(self._call, kind.value, target)
+        if not result.done():  # ringing: the caller hears ringback meanwhile
+            ringing = loop.create_task(self._ring())
+            try:
+                await asyncio.wait([result])
+            finally:
+                ringing.cancel()
+        status: int = result.result()  # ChannelClosedError when the call ended meanwhile
+        return status
+
+    async def _ring(self) -> None:
+        tone_ = ringback()
+        while not self.endpoint.closed:
+            try:
+                await self.endpoint.play(tone_, barge_in=False)
+            except MediaClosedError:
+                return
+
+    async def hangup(self, reason: str = "service") -> None:
+        self._runner.hangup(self._call, reason)
+
+    @staticmethod
+    async def _media(waiting: Awaitable[_T]) -> _T:
+        try:
+            return await waiting
+        except MediaClosedError:
+            raise ChannelClosedError("the call ended") from None
+
+
+@dataclass(eq=False)
+class _Running:
+    channel: CallChannel
+    task: asyncio.Task[None] | None = None
+    outcome: str = ""
+
+
+@dataclass
+class ServiceRunner:
+    """Runs services on calls the B2BUA answered itself (the ``ServiceHost`` seam)."""
+
+    loop: asyncio.AbstractEventLoop
+    control: Callable[[], CallControl | None]
+    flush: Callable[[], None]
+    open_media: OpenMedia
+    services: Mapping[str, Service]  # by kind: the part of the target before ":"
+    data_dir: Path
+    language: str = "en"
+    _running: dict[str, _Running] = field(default_factory=dict)
+    _prompts: dict[int, PromptSet] = field(default_factory=dict)
+
+    def prompts(self, tenant_id: int) -> PromptSet:
+        """The prompt set of a tenant (its uploads over the shipped ones), loaded once."""
+        found = self._prompts.get(tenant_id)
+        if found is None:
+            overrides = override_dir(self.data_dir, tenant_id, self.language)
+            found = PromptSet(self.language, overrides)
+            self._prompts[tenant_id] = found
+        return found
+
+    @property
+    def count(self) -> int:
+        """Calls in a service now."""
+        return len(self._running)
+
+    # -- the ServiceHost seam (called by the B2BUA, synchronously) -------------------------
+
+    def start(self, call: Call, service: str, offer: bytes) -> bytes:
+        kind, _, arg = service.partition(":")
+        handler = self.services.get(kind)
+        if handler is None:
+            raise ServiceError(501, "Service Not Available")
+        if not handler.accepts(call.tenant_id, arg):
+            log.warning("event=service_unknown call=%s service=%s", call.id, service)
+            raise ServiceError(404, "No Such Service")
+        if not offer:  # the caller wants our offer: not supported yet
+            raise ServiceError(488, "Not Acceptable Here (an SDP offer is needed)")
+        try:
+            endpoint, answer = self.open_media(call, offer)
+        except OfferError as exc:
+            raise ServiceError(exc.status, str(exc)) from None
+        except (MediaError, OSError) as exc:  # no free RTP port
+            log.error("event=service_no_media call=%s error=%s", call.id, exc)
+            raise ServiceError(503, "Service Unavailable") from None
+        running = _Running(CallChannel(self, call, endpoint))
+        self._running[call.id] = running
+        running.task = self.loop.create_task(self._run(call, running, handler, service, arg))
+        return answer
+
+    def media_update(self, call: Call, body: bytes) -> bytes | None:
+        running = self._running.get(call.id)
+        if running is None:
+            raise ServiceError(481, "Call/Transaction Does Not Exist")
+        if not body:
+            raise ServiceError(488, "Not Acceptable Here (an SDP offer is needed)")
+        try:
+            return running.channel.endpoint.update_remote(body)
+        except OfferError as exc:
+            raise ServiceError(exc.status, str(exc)) from None
+
+    def info(self, call: Call, request: Request) -> int:
+        running = self._running.get(call.id)
+        ctype = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if running is None:
+            return 481
+        if ctype != DTMF_RELAY:
+            return 415
+        try:
+            relay = parse_dtmf_info(ctype, request.body.decode("utf-8", "replace"))
+            running.channel.endpoint.inject_digit(relay.digit)
+        except ValueError:
+            return 400
+        return 200
+
+    def transferred(self, call: Call, status: int) -> None:
+        running = self._running.get(call.id)
+        if running is None:
+            return
+        result = running.channel.transfer_result
+        if result is not None and not result.done():
+            result.set_result(status)
+        if status == 200:  # the phones talk to each other now: our media leg is over
+            running.channel.endpoint.close("transferred")
+
+    def stop(self, call: Call) -> None:
+        running = self._running.pop(call.id, None)
+        if running is None:
+            return
+        result = running.channel.transfer_result
+        if result is not None and not result.done():
+            result.set_exception(ChannelClosedError("the call ended"))
+        running.channel.endpoint.close("call ended")
+
+    # -- from the service task ---------------------------------------------------------------
+
+    def control_transfer(self, call: Call, kind: str, target: str) -> None:
+        control = self.control()
+        if control is None:
+            self.transferred(call, 503)
+            return
+        control.transfer(call, kind, target, self.loop.time())
+        self.flush()
+
+    def hangup(self, call: Call, reason: str) -> None:
+        control = self.control()
+        if control is not None and call.state is not CallState.ENDED:
+            control.hangup(call, self.loop.time(), reason)
+            self.flush()
+
+    async def _run(
+        self, call: Call, running: _Running, handler: Service, service: str, arg: str
+    ) -> None:
+        try:
+            running.outcome = await handler.run(running.channel, arg)
+        except ChannelClosedError:
+            running.outcome = "caller_hung_up"
+        except Exception:  # a bug in a service must not leave the caller in silence
+            log.exception("event=service_failed call=%s", call.id)
+            running.outcome = "error"
+        outcome = running.outcome
+        log.info("event=service_end call=%s service=%s outcome=%s", call.id, service, outcome)
+        if call.service is not None and call.state is not CallState.ENDED:
+            self.hangup(call, "service_done")  # the service ended without handing the call on
+        self._running.pop(call.id, None)

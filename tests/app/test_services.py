@@ -1,0 +1,158 @@
+"""The service runner (the B2BUA's ServiceHost) with real RTP endpoints on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Sequence
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from minipbx.pbx.call import CallState, ServiceError
+from minipbx.pbx.channel import Channel, TransferKind
+from minipbx.services import ServiceRunner
+from minipbx.sip.sdp import SessionDescription
+from minipbx.transport.media_endpoint import MediaEndpoint
+from minipbx.transport.rtp import RtpPortPool
+
+OFFER = (
+    b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+    b"m=audio 40000 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n"
+    b"a=rtpmap:101 telephone-event/8000\r\n"
+)
+
+
+class Script:
+    """A service that records what it saw: one collected key, then a transfer."""
+
+    def __init__(self) -> None:
+        self.seen: list[object] = []
+        self.done = asyncio.Event()
+
+    def accepts(self, tenant_id: int, arg: str) -> bool:
+        return arg == "known"
+
+    async def run(self, channel: Channel, arg: str) -> str:
+        try:
+            collected = await channel.collect(max_digits=1, first_digit_timeout=5)
+            self.seen.append(collected.digits)
+            self.seen.append(await channel.transfer(TransferKind.USER, "101"))
+            return "done"
+        finally:
+            self.done.set()
+
+
+class Control:
+    def __init__(self) -> None:
+        self.transfers: list[tuple[str, str]] = []
+        self.hangups: list[str] = []
+
+    def transfer(self, call: Any, kind: str, target: str, now: float) -> None:
+        self.transfers.append((kind, target))
+
+    def hangup(
+        self, call: Any, now: float, reason: str, headers: Sequence[tuple[str, str]] = ()
+    ) -> None:
+        self.hangups.append(reason)
+        call.state = CallState.ENDED
+
+
+def _call(call_id: str = "c1") -> Any:
+    return SimpleNamespace(
+        id=call_id,
+        tenant_id=1,
+        caller="100",
+        callee="500",
+        service="test:known",
+        state=CallState.ANSWERED,
+        source=SimpleNamespace(host="127.0.0.1"),
+    )
+
+
+def _runner(pool: RtpPortPool, control: Control, script: Script, tmp: Path) -> ServiceRunner:
+    loop = asyncio.get_running_loop()
+    return ServiceRunner(
+        loop=loop,
+        control=lambda: control,
+        flush=lambda: None,
+        open_media=lambda call, offer: MediaEndpoint.answer_now(
+            offer, address="127.0.0.1", ports=pool, session_id=7, name=call.id
+        ),
+        services={"test": script},
+        data_dir=tmp,
+    )
+
+
+def _info(body: bytes, ctype: str = "application/dtmf-relay") -> Any:
+    return SimpleNamespace(body=body, headers={"Content-Type": ctype})
+
+
+def _free_even_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port - port % 2 if port < 64000 else 30000
+
+
+async def test_refusals_before_answering(tmp_path: Path) -> None:
+    low = _free_even_port()
+    pool = RtpPortPool("127.0.0.1", low, low + 3)  # room for exactly two pairs
+    runner = _runner(pool, Control(), Script(), tmp_path)
+    for service, offer, status in (
+        ("nope:known", OFFER, 501),  # no such kind of service
+        ("test:unknown", OFFER, 404),  # the service has nothing by that name
+        ("test:known", b"", 488),  # no offer to answer
+        ("test:known", OFFER.replace(b"RTP/AVP 0 101", b"RTP/AVP 18"), 488),  # no G.711
+    ):
+        with pytest.raises(ServiceError) as caught:
+            runner.start(_call(), service, offer)
+        assert caught.value.status == status, service
+    runner.start(_call("a"), "test:known", OFFER)
+    runner.start(_call("b"), "test:known", OFFER)
+    with pytest.raises(ServiceError) as caught:  # the RTP range is used up
+        runner.start(_call("c"), "test:known", OFFER)
+    assert caught.value.status == 503
+    for key in ("a", "b"):
+        runner.stop(_call(key))
+    assert runner.count == 0
+
+
+async def test_info_dtmf_reaches_the_service_and_transfer_completes(tmp_path: Path) -> None:
+    low = _free_even_port()
+    pool = RtpPortPool("127.0.0.1", low, low + 9)
+    control, script = Control(), Script()
+    runner = _runner(pool, control, script, tmp_path)
+    call = _call()
+    answer = SessionDescription.parse(runner.start(call, "test:known", OFFER))
+    assert answer.media[0].port == low and answer.media[0].formats == ("0", "101")
+    assert runner.info(call, _info(b"Signal=7\r\nDuration=160\r\n")) == 200
+    assert runner.info(call, _info(b"Signal=x\r\n")) == 400
+    assert runner.info(call, _info(b"7", "text/plain")) == 415
+    assert runner.info(_call("other"), _info(b"Signal=7\r\n")) == 481
+    for _ in range(50):
+        if control.transfers:
+            break
+        await asyncio.sleep(0.02)
+    assert control.transfers == [("user", "101")]
+    runner.transferred(call, 486)  # busy: the service is told, carries on
+    await asyncio.wait_for(script.done.wait(), 2)
+    assert script.seen == ["7", 486]
+    await asyncio.sleep(0.05)
+    assert control.hangups == ["service_done"]  # it ended without handing the call on
+
+
+async def test_caller_hanging_up_ends_the_service(tmp_path: Path) -> None:
+    low = _free_even_port()
+    pool = RtpPortPool("127.0.0.1", low, low + 9)
+    control, script = Control(), Script()
+    runner = _runner(pool, control, script, tmp_path)
+    call = _call()
+    runner.start(call, "test:known", OFFER)
+    await asyncio.sleep(0.05)
+    call.state = CallState.ENDED
+    runner.stop(call)
+    await asyncio.wait_for(script.done.wait(), 2)
+    assert script.seen == [] and control.hangups == [] and pool.in_use == 0
