@@ -143,7 +143,10 @@ def test_attendant_transfers_on_a_key_and_hands_media_back(
     callee = sipp("uas_late_offer.xml", name="callee", port=callee_port, recv_timeout=20).start()
     caller_ext, caller_pw = ivr_lab.callers[0]
     caller = sipp(
-        "ivr_caller.xml", name="caller", rows=[(caller_ext, caller_pw, ATTENDANT)], auth=True,
+        "ivr_caller.xml",
+        name="caller",
+        rows=[(caller_ext, caller_pw, ATTENDANT)],
+        auth=True,
         recv_timeout=20,
     )
     result = caller.run()
