@@ -226,12 +226,29 @@ class B2BUA:
     ) -> bool:
         """Ask the router where the call goes now; True when new legs were sent."""
         route = self.router.forward(call, why, to)
-        if route is None or not route.targets:
+        if route is None:
+            return False
+        if route.service is not None and call.service is None and call.winner is None:
+            return self._forward_to_service(call, why, route, now)  # voicemail, typically
+        if not route.targets:
             return False
         log.info("event=call_forwarded call=%s why=%s to=%s", call.id, why, route.callee)
         route = replace(route, forwarded=True)
         self._take_route(call, route, now)
         self._ring(call, route, forwards, now)
+        return True
+
+    def _forward_to_service(self, call: Call, why: str, route: Route, now: float) -> bool:
+        """The callee's forward is a PBX service: stop ringing, answer the caller with it.
+        False (the caller gets the callee's failure) when the service cannot take it."""
+        if self._serve(call, route, now) is not None:
+            return False
+        log.info("event=call_forwarded call=%s why=%s to=%s", call.id, why, route.service)
+        for leg in call.legs:
+            if leg.final == 0 and not leg.superseded:
+                leg.superseded = True
+                self._cancel_leg(leg, now)
+        self._take_route(call, route, now)
         return True
 
     def _send_leg(self, call: Call, target: Target, forwards: int, now: float) -> None:
@@ -714,9 +731,9 @@ class B2BUA:
         try:
             sdp = services.start(call, service, invite.body)
             call.a_origin = SdpOrigin(sdp)
-        except ServiceError as exc:
+        except ServiceError as exc:  # a route's own failure status (e.g. 480) wins
             log.info("event=service_refused call=%s service=%s error=%s", call.id, service, exc)
-            return replace(route, status=exc.status, reason=str(exc))
+            return replace(route, status=route.status or exc.status, reason=str(exc))
         except ParseError as exc:  # our own SDP: a bug, but not one that may crash the PBX
             log.error("event=service_bad_sdp call=%s error=%s", call.id, exc)
             services.stop(call)
@@ -740,7 +757,8 @@ class B2BUA:
         call.final_status = 200
         call.invite = invite.essentials()
         call.probe_due = now + self.settings.probe_interval
-        self._track(call)
+        if call.id not in self.calls:  # a new call (a forwarded one is tracked already)
+            self._track(call)
         heapq.heappush(self._timers, (call.due, call.id))
         log.info("event=call_service call=%s from=%s service=%s", call.id, call.caller, service)
         return None

@@ -256,6 +256,8 @@ class DialPlanRouter:
         else:
             number = policy.forward_busy if why == "busy" else policy.forward_no_answer
         if not number:
+            if why != "redirect" and policy is not None and policy.voicemail:
+                return _voicemail(extension, 486 if why == "busy" else 480)
             return None
         route = self._forward_to(call, extension, policy, number)
         return route if route is not None and route.targets else None
@@ -318,7 +320,9 @@ class DialPlanRouter:
             moved = self._forward_to(call, extension, policy, policy.forward_unreachable)
             if moved is not None and moved.targets:
                 return replace(moved, forwarded=True)
-        if route.targets and policy is not None and policy.forward_no_answer:
+        if route.status == 480 and policy is not None and policy.voicemail:
+            return _limited(_voicemail(extension, 480), limit)
+        if route.targets and policy is not None and (policy.forward_no_answer or policy.voicemail):
             route = replace(route, no_answer=float(policy.no_answer_seconds))
         return _limited(route, limit)
 
@@ -346,16 +350,9 @@ class DialPlanRouter:
             return self._trunk_route(
                 call, rule.target, rule.failover, number, rule.caller_id, limit
             )
-        service = rule.target if rule.target.startswith(SERVICES) else None
-        # Without a service host (or for services not built yet) the caller gets 501.
-        return Route(
-            status=501,
-            reason="Service Not Available",
-            callee=number,
-            kind="service",
-            service=service,
-            max_seconds=limit,
-        )
+        if rule.target.startswith(SERVICES):
+            return Route(callee=number, kind="service", service=rule.target, max_seconds=limit)
+        return Route(status=501, reason="Service Not Available", callee=number, kind="service")
 
     def _trunk_route(
         self,
@@ -419,7 +416,7 @@ def _offer_for(call: Call, codecs: tuple[str, ...]) -> bytes | None:
 
 
 # Dial plan service targets the PBX runs itself (``ivr:<menu name>``).
-SERVICES = ("ivr:",)
+SERVICES = ("ivr:", "voicemail:", "vm-main:", "vm-any:", "card:", "balance:")
 
 ANONYMOUS = NameAddr(SipUri("anonymous.invalid", "anonymous"), "Anonymous")
 
@@ -457,8 +454,14 @@ def _trunk_target(trunk: TrunkRoute, number: str, shown: str, private: bool) -> 
     )
 
 
+def _voicemail(extension: str, status: int) -> Route:
+    """The user's voice mailbox; ``status`` answers the caller when no voicemail service
+    can take the call (the user's busy or unreachable as it was)."""
+    return Route(status=status, callee=extension, kind="service", service=f"voicemail:{extension}")
+
+
 def _limited(route: Route, limit: float | None) -> Route:
-    if limit is None or not route.targets:
+    if limit is None or not (route.targets or route.service):
         return route
     seconds = min(route.max_seconds, limit) if route.max_seconds else limit
     return replace(route, max_seconds=seconds)

@@ -49,6 +49,7 @@ class CallPolicy:
     forward_unreachable: str | None = None
     no_answer_seconds: int = 20
     media_relay: str = "auto"  # the user's own relay setting: auto, always, never
+    voicemail: bool = False  # calls it misses go to its voice mailbox
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +126,7 @@ async def load_routing_data(db: Database) -> RoutingData:
                 u.forward_unreachable or None,
                 u.no_answer_seconds,
                 u.media_relay or "auto",
+                bool(u.voicemail_enabled),
             )
             for u in await session.scalars(select(User))
         }

@@ -11,6 +11,7 @@ from minipbx.sip import Request
 from minipbx.sip.transaction import ServerTransaction
 from tests.pbx.phones import Net, Phone
 from tests.pbx.test_dialplan_router import _policy
+from tests.pbx.test_services import FakeServices
 from tests.pbx.test_trunk_calls import Provider
 
 
@@ -144,3 +145,62 @@ def test_external_forward_only_where_the_plan_allows() -> None:
     assert _statuses(p["100"])[-1] == 200
     (call,) = net.core.calls
     assert call.route_kind == "trunk" and call.trunk == "prov"
+
+
+# --- voicemail: what the user misses goes to its mailbox (a PBX service) ---------------------
+
+
+def _with_voicemail(
+    policies: dict[str, dict[str, object]], services: object = None
+) -> tuple[Net, dict[str, Phone], FakeServices]:
+    net, _ = _net(policies)
+    host = services if isinstance(services, FakeServices) else FakeServices()
+    net.core.b2bua.services = host
+    return net, _phones(net, "100", "101"), host
+
+
+def test_busy_user_with_voicemail_gets_the_caller_into_the_mailbox() -> None:
+    net, p, host = _with_voicemail({"101": {"voicemail": True}})
+    p["101"].answer = Phone.busy
+    p["100"].invite("101")
+    assert _statuses(p["100"])[-1] == 200 and host.started[0][0] == "voicemail:101"
+    (call,) = net.core.calls
+    assert call.service == "voicemail:101" and call.route_kind == "service"
+
+
+def test_unanswered_call_goes_to_voicemail_after_the_ring_time() -> None:
+    net, p, host = _with_voicemail({"101": {"voicemail": True, "no_answer_seconds": 5}})
+    p["101"].answer = Phone.ring_only
+    p["100"].invite("101")
+    assert not host.started
+    net.advance(6)
+    assert host.started and host.started[0][0] == "voicemail:101"
+    assert any(r.method == "CANCEL" for r in p["101"].requests)
+    assert _statuses(p["100"])[-1] == 200
+
+
+def test_unreachable_user_goes_to_voicemail() -> None:
+    net, p, host = _with_voicemail({"102": {"voicemail": True}})
+    net.phone("102", 5073)  # not registered
+    p["100"].invite("102")
+    assert _statuses(p["100"])[-1] == 200 and host.started[0][0] == "voicemail:102"
+
+
+def test_without_a_voicemail_service_the_caller_hears_the_failure() -> None:
+    net, p, _ = _with_voicemail({"101": {"voicemail": True}}, FakeServices(refuse=404))
+    p["101"].answer = Phone.busy
+    p["100"].invite("101")
+    assert _statuses(p["100"])[-1] == 486
+    net.phone("102", 5073)
+    net.core.b2bua.router.config.policies[(1, "102")] = _policy("102", voicemail=True)
+    p["100"].invite("102")
+    assert _statuses(p["100"])[-1] == 480
+
+
+def test_forward_setting_wins_over_voicemail() -> None:
+    net, p, host = _with_voicemail({"101": {"voicemail": True, "forward_busy": "102"}})
+    p.update(_phones(net, "102"))
+    p["101"].answer = Phone.busy
+    p["100"].invite("101")
+    assert not host.started and _invites(p["102"]) == 1
+    assert _statuses(p["100"])[-1] == 200

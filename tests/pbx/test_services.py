@@ -57,7 +57,7 @@ class ServiceRouter(LocalRouter):
 
     def route(self, call: Call) -> Route:
         if called_number(call) == "500":
-            return Route(status=501, callee="500", kind="service", service="ivr:main")
+            return Route(callee="500", kind="service", service="ivr:main")
         return super().route(call)
 
 
