@@ -37,7 +37,7 @@ from minipbx.pbx.routing import LocalRouter
 from minipbx.pbx.security import Guard, GuardConfig
 from minipbx.pbx.trunk_registration import TrunkAccount
 from minipbx.routing_loader import RoutingLoader
-from minipbx.services import Attendant, ServiceRunner
+from minipbx.services import Attendant, ForwardCodes, ServiceRunner
 from minipbx.sip.digest import Algorithm, DigestAuthenticator
 from minipbx.sip.headers import NameAddr, Via
 from minipbx.sip.uri import SipUri
@@ -53,6 +53,7 @@ from minipbx.store import (
 )
 from minipbx.store.cdr_mirror import CdrMirror
 from minipbx.store.cdrs import SqlCdrRepo
+from minipbx.store.pbxrepos import SqlUserSettingsRepo
 from minipbx.transport.address import Address
 from minipbx.transport.config import TransportConfig, TransportError
 from minipbx.transport.events import Inbound
@@ -365,7 +366,13 @@ class App:
             control=lambda: self.core.b2bua if self.core is not None else None,
             flush=self._flush,
             open_media=lambda call, offer: self._open_media(network, call, offer),
-            services={"ivr": Attendant(lambda tenant_id: routing.menus.get(tenant_id, {}))},
+            services={
+                "ivr": Attendant(lambda tenant_id: routing.menus.get(tenant_id, {})),
+                "forward": ForwardCodes(
+                    lambda tenant, ext: _user_id(router, tenant, ext),
+                    SqlUserSettingsRepo(self.db).update_settings,
+                ),
+            },
             data_dir=self.settings.data_dir,
         )
         self.core.b2bua.services = self.services
@@ -579,6 +586,11 @@ class App:
 
 def _wildcard(address: str) -> bool:
     return address in ("0.0.0.0", "::")
+
+
+def _user_id(router: DialPlanRouter, tenant_id: int, extension: str) -> int | None:
+    policy = router.config.policies.get((tenant_id, extension))
+    return policy.user_id if policy is not None else None
 
 
 def _relay_mode(router: DialPlanRouter, tenant_id: int, extension: str) -> str:

@@ -30,8 +30,10 @@ from minipbx.media.prompts import PromptError, PromptSet, override_dir
 from minipbx.media.relay import MediaError
 from minipbx.pbx.call import Call, CallState, ServiceError
 from minipbx.pbx.channel import Channel, ChannelClosedError, Recording, TransferKind
+from minipbx.pbx.features import parse_forward
 from minipbx.pbx.ivr import IvrMenu, run_ivr
 from minipbx.sip.message import Request
+from minipbx.store.errors import StoreError
 from minipbx.transport.media_endpoint import MediaClosedError, MediaEndpoint, OfferError
 
 log = logging.getLogger("minipbx.services")
@@ -64,6 +66,47 @@ class Attendant:
 
     async def run(self, channel: Channel, arg: str) -> str:
         return await run_ivr(channel, self.menus(channel.tenant_id), arg)
+
+
+class ForwardCodes:
+    """Feature codes ``*90``-``*93`` (``forward:<kind>=<number>``): the caller sets or
+    cancels one of its own forwards, hears "call forwarding activated/deactivated"."""
+
+    def __init__(
+        self,
+        user_id_of: Callable[[int, str], int | None],
+        update: Callable[..., Awaitable[object]],
+    ) -> None:
+        """``user_id_of(tenant_id, extension)``; ``update(user_id, **settings)`` stores
+        (``SqlUserSettingsRepo.update_settings``: it validates the number)."""
+        self.user_id_of = user_id_of
+        self.update = update
+
+    def accepts(self, tenant_id: int, arg: str) -> bool:
+        try:
+            parse_forward(arg)
+        except ValueError:
+            return False
+        return True
+
+    async def run(self, channel: Channel, arg: str) -> str:
+        setting, number = parse_forward(arg)
+        user_id = self.user_id_of(channel.tenant_id, channel.caller)
+        if user_id is None:
+            await channel.play(["invalid_option", "goodbye"], barge_in=False)
+            await channel.hangup("feature_refused")
+            return "not a user"
+        try:
+            await self.update(user_id, **{setting: number or None})
+        except (StoreError, ValueError) as exc:
+            log.info("event=feature_refused call=%s error=%s", channel.call_id, exc)
+            await channel.play(["invalid_option", "goodbye"], barge_in=False)
+            await channel.hangup("feature_refused")
+            return "refused"
+        log.info("event=forward_set user=%s %s=%s", channel.caller, setting, number or "-")
+        await channel.play(["call_forwarding", "activated" if number else "deactivated"])
+        await channel.hangup("feature_done")
+        return f"{setting}={number}"
 
 
 class CallControl(Protocol):

@@ -30,6 +30,7 @@ from minipbx.pbx.dialplan import (
     make_rule,
     to_e164,
 )
+from minipbx.pbx.features import feature_service
 from minipbx.pbx.routing import LocalRouter, called_number, number_of
 from minipbx.sip.errors import ParseError
 from minipbx.sip.headers import NameAddr
@@ -208,6 +209,9 @@ class DialPlanRouter:
         if most is not None and self.counts.caller(call.tenant_id, call.caller) >= most:
             log.warning("event=call_limit caller=%s limit=%d", call.caller, most)
             return Route(status=403, reason="Too Many Calls", callee=number)
+        service = feature_service(number)
+        if service is not None:  # *97, *90*N#...: answered by the PBX itself
+            return Route(callee=number, kind="service", service=service)
         plan = cfg.plan_for(call.tenant_id, policy)
         limit = self._user_limit(policy, quota)
         if plan is None:

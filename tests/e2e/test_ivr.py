@@ -21,7 +21,7 @@ import pytest
 from minipbx.store import Database, SqlTenantRepo, SqlUserRepo
 from minipbx.store.ivr import SqlIvrRepo
 from minipbx.store.pbxrecords import DialPlanRule
-from minipbx.store.pbxrepos import SqlDialPlanRepo
+from minipbx.store.pbxrepos import SqlDialPlanRepo, SqlUserSettingsRepo
 from tests.e2e.conftest import Pbx, RegisterFn, SippFactory, start_pbx
 from tests.e2e.support import HOST, free_port, require_tool, stop, tail
 from tests.e2e.test_trunks import in_db
@@ -187,3 +187,35 @@ def test_attendant_hangs_up_after_retries_without_input(
     assert media.payload_types == {0}  # PCMU, as offered
     log = pbx.log_since_mark()
     assert "outcome=hangup" in log or "outcome=no input" in log or "event=service_end" in log, log
+
+
+def test_feature_code_sets_and_cancels_call_forwarding(
+    ivr_lab: IvrLab, pbx: Pbx, sipp: SippFactory
+) -> None:
+    """``*93*N`` makes the PBX answer, store the forward, say "call forwarding activated"
+    and hang up; ``*93`` cancels it."""
+    caller_ext, caller_pw = ivr_lab.callers[2]
+    for dialled, expected in ((f"*93*{ivr_lab.target}", ivr_lab.target), ("*93%23", None)):
+        media = RtpCounter(free_port())
+        try:
+            result = sipp(
+                "ivr_silent_caller.xml",
+                name="feature",
+                rows=[(caller_ext, caller_pw, dialled, str(media.sock.getsockname()[1]))],
+                auth=True,
+                recv_timeout=20,
+            ).run()
+        finally:
+            media.close()
+        assert result.returncode == 0, result.describe()
+        assert media.voiced > 20, media.voiced  # the confirmation was spoken
+        stored = in_db(pbx.data_dir, lambda db: _forward_of(db, caller_ext))
+        assert stored == expected
+    log = pbx.log_since_mark()
+    assert f"event=forward_set user={caller_ext} forward_unconditional={ivr_lab.target}" in log
+
+
+async def _forward_of(db: Database, extension: str) -> str | None:
+    user = await SqlUserRepo(db).get(extension)
+    assert user is not None
+    return (await SqlUserSettingsRepo(db).get_settings(user.id)).forward_unconditional
