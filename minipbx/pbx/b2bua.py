@@ -235,6 +235,8 @@ class B2BUA:
         log.info("event=call_forwarded call=%s why=%s to=%s", call.id, why, route.callee)
         route = replace(route, forwarded=True)
         self._take_route(call, route, now)
+        # Each forward (or follow-me step) rings for its own time, up to a fresh ring timeout.
+        call.ring_deadline = max(call.ring_deadline, now + self.settings.ring_timeout)
         self._ring(call, route, forwards, now)
         return True
 
@@ -504,7 +506,7 @@ class B2BUA:
             return self._forward(call, "busy", now, leg.forwards)
         if best in (408, 480):
             return self._forward(call, "no_answer", now, leg.forwards)
-        return False
+        return self._forward(call, "failed", now, leg.forwards)  # follow-me moves on
 
     def _fail(self, call: Call, status: int, now: float, reason: str | None = None) -> None:
         """Answer the caller's INVITE with a final failure."""

@@ -255,6 +255,10 @@ class Call:
     failover_at: float | None = None  # legs silent until then count as 408 (failover)
     no_answer_at: float | None = None  # then the router is asked where to forward
     forwarded_to: list[str] = field(default_factory=list)  # numbers forwarded to, in order
+    # Follow-me in progress: whose list, and the steps still to ring (number, seconds, own
+    # phones) in order (pbx/followme.py; the router moves on when a step fails).
+    followme_owner: str | None = None
+    followme_left: list[tuple[str, int, bool]] = field(default_factory=list)
     reinviting: bool = False  # a relayed re-INVITE awaits its final response
     service: str | None = None  # the PBX service answering the call now ("ivr:main")
     transfer_at: float | None = None  # a service's transfer stops ringing then

@@ -251,6 +251,10 @@ class DialPlanRouter:
         """Where a call goes when the user rung is busy or does not answer, or its phone
         redirected it (3xx to ``to``): the user's forward setting, routed through that
         user's dial plan (so external forwards need a plan that allows them)."""
+        if call.followme_owner is not None and why != "redirect":
+            return self._next_followme(call)
+        if why == "failed":
+            return None
         extension = call.forwarded_to[-1] if call.forwarded_to else call.callee
         policy = self.config.policies.get((call.tenant_id, extension))
         if why == "redirect":
@@ -290,6 +294,49 @@ class DialPlanRouter:
             return Route(status=501, reason="Service Not Available", callee=target)
         return route
 
+    # -- follow-me (pbx/followme.py) ---------------------------------------------------------
+
+    def _start_followme(
+        self, call: Call, extension: str, policy: CallPolicy, own: Route
+    ) -> Route | None:
+        """The first ring of ``extension``'s follow-me; None when nothing can ring (its
+        unreachable forward or voicemail then apply)."""
+        own_ring = policy.no_answer_seconds
+        if policy.followme_mode == "simultaneous":
+            targets = list(own.targets)
+            for step in policy.followme:
+                route = self._forward_to(call, extension, policy, step.number)
+                targets += route.targets if route is not None else ()
+            if not targets:
+                return None
+            longest = max([own_ring if own.targets else 0, *(s.seconds for s in policy.followme)])
+            call.followme_owner = extension  # no steps left: its end is the voicemail
+            return Route(
+                targets=tuple(targets), callee=extension, kind="followme", no_answer=longest
+            )
+        steps = [(step.number, step.seconds, False) for step in policy.followme]
+        mine = (extension, own_ring, True)
+        call.followme_left = [mine, *steps] if policy.followme_own_first else [*steps, mine]
+        call.followme_owner = extension
+        return self._next_followme(call)
+
+    def _next_followme(self, call: Call) -> Route | None:
+        """The next follow-me step that can ring; at the end the owner's voicemail."""
+        owner = call.followme_owner or ""
+        policy = self.config.policies.get((call.tenant_id, owner))
+        while call.followme_left:
+            number, seconds, own = call.followme_left.pop(0)
+            if own:
+                route: Route | None = self.local.targets(call.tenant_id, call.domain, number)
+            else:
+                route = self._forward_to(call, owner, policy, number)
+            if route is not None and route.targets:
+                return replace(route, no_answer=float(seconds))
+        call.followme_owner = None
+        if policy is not None and policy.voicemail:
+            return _voicemail(owner, 480)
+        return None
+
     def _forward_to(
         self, call: Call, extension: str, policy: CallPolicy | None, number: str
     ) -> Route | None:
@@ -320,6 +367,10 @@ class DialPlanRouter:
             if moved is not None and moved.targets:
                 return replace(moved, forwarded=True)
         route = self.local.targets(call.tenant_id, call.domain, extension)
+        if policy is not None and policy.followme_mode != "off" and policy.followme:
+            first = self._start_followme(call, extension, policy, route)
+            if first is not None:
+                return _limited(first, limit)
         if route.status == 480 and policy is not None and policy.forward_unreachable:
             moved = self._forward_to(call, extension, policy, policy.forward_unreachable)
             if moved is not None and moved.targets:

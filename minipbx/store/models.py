@@ -154,6 +154,10 @@ class User(Base):
         ForeignKey("rate_tables.id", ondelete="SET NULL")
     )
     media_relay: Mapped[str] = mapped_column(String(8), default="auto", server_default="auto")
+    # Follow-me (migration 0006): "number:seconds, ..." and how it rings (pbx/followme.py).
+    followme: Mapped[str] = mapped_column(Text, default="", server_default="")
+    followme_mode: Mapped[str] = mapped_column(String(16), default="off", server_default="off")
+    followme_own_first: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
 
 
 class Registration(Base):

@@ -16,6 +16,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from minipbx.pbx.followme import FOLLOWME_MODES, format_followme, parse_followme
 from minipbx.store.checks import (
     DIGITS,
     LABEL,
@@ -112,6 +113,21 @@ class UserSettings:
     currency: str
     rate_table_id: int | None
     media_relay: str
+    followme: str
+    followme_mode: str
+    followme_own_first: bool
+
+
+def _followme(field: str, value: Any) -> str:
+    """A follow-me list (pbx/followme.py), stored in its canonical form."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise invalid(field, f"expected text like '102:20, 0044201234567:30', got {value!r}")
+    try:
+        return format_followme(parse_followme(value))
+    except ValueError as exc:
+        raise invalid(field, str(exc)) from None
 
 
 def _forward() -> Check:
@@ -138,6 +154,9 @@ USER_SETTINGS_CHECKS: dict[str, Check] = {
     "currency": currency(),
     "rate_table_id": integer(1, nullable=True),
     "media_relay": choice(*MEDIA_RELAY_MODES),
+    "followme": _followme,
+    "followme_mode": choice(*FOLLOWME_MODES),
+    "followme_own_first": flag(),
 }
 
 

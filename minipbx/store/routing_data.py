@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from minipbx.pbx.followme import FollowStep, parse_followme
 from minipbx.store.crud import to_record
 from minipbx.store.db import Database
 from minipbx.store.models import (
@@ -50,6 +51,9 @@ class CallPolicy:
     no_answer_seconds: int = 20
     media_relay: str = "auto"  # the user's own relay setting: auto, always, never
     voicemail: bool = False  # calls it misses go to its voice mailbox
+    followme_mode: str = "off"  # off, sequential, simultaneous (pbx/followme.py)
+    followme: tuple[FollowStep, ...] = ()
+    followme_own_first: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +86,14 @@ class RoutingData:
     tenant_limits: dict[int, TenantLimits]
     trunks: tuple[TrunkRecord, ...]
     policies: dict[int, CallPolicy]  # by user id
+
+
+def _steps(text: str | None) -> tuple[FollowStep, ...]:
+    """A stored follow-me list (checked when written; a bad one is ignored, not fatal)."""
+    try:
+        return parse_followme(text or "")
+    except ValueError:
+        return ()
 
 
 async def routing_versions(db: Database) -> tuple[int, ...]:
@@ -127,6 +139,9 @@ async def load_routing_data(db: Database) -> RoutingData:
                 u.no_answer_seconds,
                 u.media_relay or "auto",
                 bool(u.voicemail_enabled),
+                u.followme_mode or "off",
+                _steps(u.followme),
+                bool(u.followme_own_first),
             )
             for u in await session.scalars(select(User))
         }

@@ -6,6 +6,7 @@ from __future__ import annotations
 from minipbx.pbx.call import LegAuth
 from minipbx.pbx.dialplan import DialPlan, make_rule
 from minipbx.pbx.dialplan_router import DialPlanRouter, RoutingConfig, TrunkRoute
+from minipbx.pbx.followme import parse_followme
 from minipbx.pbx.routing import LocalRouter
 from minipbx.sip import Request
 from minipbx.sip.transaction import ServerTransaction
@@ -204,3 +205,88 @@ def test_forward_setting_wins_over_voicemail() -> None:
     p["100"].invite("101")
     assert not host.started and _invites(p["102"]) == 1
     assert _statuses(p["100"])[-1] == 200
+
+
+# --- follow-me ----------------------------------------------------------------------------------
+
+
+def _followme(mode: str, steps: str, **extra: object) -> dict[str, object]:
+    return {
+        "followme_mode": mode,
+        "followme": parse_followme(steps),
+        "no_answer_seconds": 10,
+        **extra,
+    }
+
+
+def test_sequential_followme_rings_own_phones_then_each_destination() -> None:
+    net, p, host = _with_voicemail({"101": _followme("sequential", "102:15, 103:15")})
+    p.update(_phones(net, "102", "103"))
+    for ext in ("101", "102"):
+        p[ext].answer = Phone.ring_only
+    p["100"].invite("101")
+    assert _invites(p["101"]) == 1 and _invites(p["102"]) == 0
+    net.advance(11)  # own phones' no-answer time
+    assert _invites(p["102"]) == 1 and _invites(p["103"]) == 0
+    assert any(r.method == "CANCEL" for r in p["101"].requests)
+    net.advance(16)
+    assert _invites(p["103"]) == 1 and _statuses(p["100"])[-1] == 200  # 103 answers
+    (call,) = net.core.calls
+    assert call.callee == "103" and not host.started
+
+
+def test_sequential_followme_busy_step_moves_on_at_once_and_ends_in_voicemail() -> None:
+    net, p, host = _with_voicemail(
+        {"101": _followme("sequential", "102:15", followme_own_first=False, voicemail=True)}
+    )
+    p.update(_phones(net, "102"))
+    p["102"].answer = Phone.busy
+    p["101"].answer = Phone.ring_only
+    p["100"].invite("101")
+    assert _invites(p["102"]) == 1 and _invites(p["101"]) == 1  # busy: the owner's phones next
+    net.advance(11)
+    assert host.started and host.started[0][0] == "voicemail:101"
+    assert _statuses(p["100"])[-1] == 200
+
+
+def test_simultaneous_followme_rings_everyone_first_answer_wins() -> None:
+    net, p, _ = _with_voicemail({"101": _followme("simultaneous", "102:15, 103:25")})
+    p.update(_phones(net, "102", "103"))
+    p["101"].answer = Phone.ring_only
+    p["103"].answer = Phone.ring_only
+    p["100"].invite("101")
+    assert all(_invites(p[e]) == 1 for e in ("101", "102", "103"))
+    assert _statuses(p["100"])[-1] == 200
+    assert any(r.method == "CANCEL" for r in p["103"].requests)
+
+
+def test_simultaneous_followme_without_answer_goes_to_voicemail_after_the_longest_ring() -> None:
+    net, p, host = _with_voicemail(
+        {"101": _followme("simultaneous", "102:15, 103:25", voicemail=True)}
+    )
+    p.update(_phones(net, "102", "103"))
+    for ext in ("101", "102", "103"):
+        p[ext].answer = Phone.ring_only
+    p["100"].invite("101")
+    net.advance(20)
+    assert not host.started
+    net.advance(6)
+    assert host.started and host.started[0][0] == "voicemail:101"
+
+
+def test_followme_off_keeps_the_list_unused() -> None:
+    net, p, _ = _with_voicemail({"101": _followme("off", "102:15")})
+    p.update(_phones(net, "102"))
+    p["100"].invite("101")
+    assert _invites(p["102"]) == 0 and _statuses(p["100"])[-1] == 200
+
+
+def test_followme_to_an_external_number_goes_through_the_plan() -> None:
+    net, provider = _net(
+        {"101": _followme("sequential", "0441234:15", followme_own_first=False)},
+        {"pattern": "0", "action": "trunk", "target": "prov"},
+        {"pattern": "1", "action": "local"},
+    )
+    p = _phones(net, "100", "101")
+    p["100"].invite("101")
+    assert provider.invites and _invites(p["101"]) == 0

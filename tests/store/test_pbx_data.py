@@ -137,6 +137,9 @@ async def test_user_settings_defaults_and_update(db: Database, users: SqlUserRep
         ({"balance": 10}, "balance"),
         ({"colour": "red"}, "colour"),
         ({"dial_plan_id": 999}, "dial_plan_id"),
+        ({"followme": "102:2"}, "followme"),  # ring time below 5 s
+        ({"followme": "10 2"}, "followme"),
+        ({"followme_mode": "round-robin"}, "followme_mode"),
     ],
 )
 async def test_user_settings_bad_input_names_field(
@@ -145,6 +148,19 @@ async def test_user_settings_bad_input_names_field(
     user = await users.add("100", "pw")
     with pytest.raises(InvalidInputError, match=named):
         await SqlUserSettingsRepo(db).update_settings(user.id, **fields)
+
+
+async def test_followme_settings_are_stored_in_canonical_form(
+    db: Database, users: SqlUserRepo
+) -> None:
+    user = await users.add("100", "pw")
+    repo = SqlUserSettingsRepo(db)
+    assert (await repo.get_settings(user.id)).followme_mode == "off"
+    changed = await repo.update_settings(
+        user.id, followme=" 102 ; +4930123:45 ", followme_mode="Sequential", followme_own_first="no"
+    )
+    assert changed.followme == "102:20, +4930123:45"
+    assert (changed.followme_mode, changed.followme_own_first) == ("sequential", False)
 
 
 async def test_user_settings_refuse_other_tenants_plan(db: Database, users: SqlUserRepo) -> None:

@@ -124,6 +124,7 @@ SECTIONS = (
                     "no_answer_seconds",
                 ),
             ),
+            ("Follow-me", ("followme_mode", "followme", "followme_own_first")),
             (
                 "Voicemail",
                 (

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.datastructures import FormData
 
 from minipbx.pbx.dialplan import DialPlanError
+from minipbx.pbx.followme import FOLLOWME_MODES
 from minipbx.store import ConflictError, CsvImportError, InvalidInputError, NotFoundError
 from minipbx.store.checks import Check
 from minipbx.store.pbxrecords import (
@@ -42,6 +43,7 @@ GENERAL = "_"
 #: Fields whose values are chosen from a fixed list (the store's check tables).
 CHOICES: dict[str, tuple[str, ...]] = {
     "media_relay": MEDIA_RELAY_MODES,
+    "followme_mode": FOLLOWME_MODES,
     "transport": TRANSPORTS,
     "action": RULE_ACTIONS,
     "status": CARD_STATUSES,
@@ -67,6 +69,9 @@ LABELS = {
     "forward_busy": "Forward when busy to",
     "forward_no_answer": "Forward on no answer to",
     "forward_unreachable": "Forward when unreachable to",
+    "followme_mode": "Follow-me",
+    "followme": "Follow-me list (number:seconds, ...)",
+    "followme_own_first": "Own phones ring first",
     "min_level": "Min call level",
     "register_expires": "Registration expiry (s)",
     "allowed_ips": "Allowed IPs (comma separated)",
