@@ -26,6 +26,8 @@ from minipbx.pbx.call import (
 )
 from minipbx.pbx.location import Binding
 from minipbx.pbx.messaging import MessageRelay
+from minipbx.pbx.mwi import EVENT as MWI_EVENT
+from minipbx.pbx.mwi import MessageWaiting, MwiSettings
 from minipbx.pbx.ports import User
 from minipbx.pbx.registrar import Registrar
 from minipbx.pbx.routing import number_of
@@ -83,6 +85,7 @@ class CoreSettings:
     user_agent: str = "minipbx"
     timers: TimerSettings = field(default_factory=TimerSettings)
     calls: CallSettings = field(default_factory=CallSettings)
+    mwi: MwiSettings = field(default_factory=MwiSettings)
 
 
 def _asserted_caller(request: Request) -> str:
@@ -135,6 +138,12 @@ class PbxCore:
             if isinstance(router, TargetLookup)
             else None
         )
+        # MWI (RFC 3842): SUBSCRIBE/NOTIFY for message-summary. Counts are zero until the
+        # app sets ``self.mwi.counts``; the voicemail store reports changes to
+        # ``self.mwi.changed(...)``.
+        self.mwi = MessageWaiting(
+            self.layer, network, registrar, authenticator, wall_clock, self.settings.mwi, entropy
+        )
 
     # -- glue interface --------------------------------------------------------------------
 
@@ -163,6 +172,7 @@ class PbxCore:
         self.layer.handle_timer(now)
         self.b2bua.tick(now)
         self.trunks.tick(now)
+        self.mwi.handle_timer(now)
         self._drain(now)
 
     def get_timer(self) -> float | None:
@@ -173,6 +183,7 @@ class PbxCore:
                 self.layer.get_timer(),
                 self.b2bua.next_deadline(),
                 self.trunks.next_deadline(),
+                self.mwi.next_deadline(),
             )
             if t is not None
         ]
@@ -231,6 +242,7 @@ class PbxCore:
                 if not (
                     trunks.on_response(client, response, now)
                     or (messages and messages.on_response(client, response, now))
+                    or self.mwi.on_response(client, response, now)
                 ):
                     b2bua.on_response(client, response, now)
             elif isinstance(event, AckReceived):
@@ -238,7 +250,9 @@ class PbxCore:
             elif isinstance(event, TransactionTimedOut | TransportFailed):
                 tx = event.transaction
                 if isinstance(tx, ClientTransaction) and not (
-                    trunks.on_timeout(tx, now) or (messages and messages.on_timeout(tx, now))
+                    trunks.on_timeout(tx, now)
+                    or (messages and messages.on_timeout(tx, now))
+                    or self.mwi.on_timeout(tx, now)
                 ):
                     b2bua.on_timeout(tx, now)
             elif isinstance(event, TransactionTerminated):
@@ -275,12 +289,16 @@ class PbxCore:
             self._invite(tx, request, source, now)
         elif method == "MESSAGE":
             self._message(tx, request, source, now)
+        elif method == "SUBSCRIBE":
+            self.mwi.subscribe(tx, request, source, now)  # RFC 6665; 489 for other events
         else:
             self._reply(tx, request, 405, now, [("Allow", ALLOW)])
 
     def _in_dialog(
         self, tx: ServerTransaction, request: Request, source: Address, now: float
     ) -> None:
+        if self.mwi.on_in_dialog(tx, request, source, now):
+            return  # a refresh or unsubscription of an MWI subscription (RFC 6665 4.2.1.2)
         if not self.b2bua.on_in_dialog(tx, request, source, now):
             self._reply(tx, request, 481, now)
 
@@ -366,7 +384,12 @@ class PbxCore:
             self.messages.handle(tx, request, user, now)
 
     def _capabilities(self) -> list[tuple[str, str]]:
-        return [("Allow", ALLOW), ("Accept", ACCEPT), ("Supported", SUPPORTED)]
+        return [
+            ("Allow", ALLOW),
+            ("Accept", ACCEPT),
+            ("Supported", SUPPORTED),
+            ("Allow-Events", MWI_EVENT),  # RFC 6665 8.2.2: the packages we notify
+        ]
 
     def _reply(
         self,
