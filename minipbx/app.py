@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from minipbx.config import Settings
+from minipbx.mail import Mailer, smtp_settings_loader
 from minipbx.pbx.auth import RequestAuthenticator
 from minipbx.pbx.call import Call, CallSettings, InboundTrunk
 from minipbx.pbx.cdr_writer import CdrRecorder, CdrShipper, CdrSpool, CdrWriter
@@ -46,6 +47,7 @@ from minipbx.store import (
     Database,
     RegistrationRecord,
     SqlRegistrationRepo,
+    SqlSettingsRepo,
     SqlTenantRepo,
     SqlUserRepo,
     StoreError,
@@ -61,6 +63,7 @@ from minipbx.transport.manager import TransportManager
 from minipbx.transport.media_endpoint import MediaEndpoint
 from minipbx.transport.rtp import RelayManager, RtpPortPool
 from minipbx.transport.stun import StunListener
+from minipbx.voicemail import SqlMailboxes, voicemail_services
 from minipbx.web.accounts import FIRST_ADMIN
 from minipbx.web.live import start_web
 from minipbx.web.server import WebServer
@@ -361,6 +364,11 @@ class App:
         )
         self.routing = RoutingLoader(self.db, router, self._configure_trunks)
         routing = self.routing
+        # Voicemail: boxes in memory for the call path, messages on disk + rows, e-mail.
+        self.mailboxes = SqlMailboxes(self.db, self.settings.data_dir, on_change=self._mwi_changed)
+        await self.mailboxes.load()
+        self.mailer = Mailer(self.mailboxes, smtp_settings_loader(SqlSettingsRepo(self.db)))
+        self.core.mwi.counts = self.mailboxes
         self.services = ServiceRunner(
             loop=self._loop,
             control=lambda: self.core.b2bua if self.core is not None else None,
@@ -372,6 +380,7 @@ class App:
                     lambda tenant, ext: _user_id(router, tenant, ext),
                     SqlUserSettingsRepo(self.db).update_settings,
                 ),
+                **voicemail_services(self.mailboxes),
             },
             data_dir=self.settings.data_dir,
         )
@@ -387,6 +396,8 @@ class App:
             asyncio.create_task(self.routing.watch(1.0)),
             asyncio.create_task(self._housekeeping()),
             asyncio.create_task(self._keepalives()),
+            asyncio.create_task(self.mailboxes.watch(1.0)),
+            asyncio.create_task(self.mailer.run()),
         ]
         _tune_gc()
         log.info("event=started users=%d registrations=%d", len(self.directory), restored)
@@ -419,6 +430,14 @@ class App:
                 exc or "timed out",
             )
         self._tasks.append(asyncio.create_task(self.cdr_shipper.run()))
+
+    def _mwi_changed(self, tenant_id: int, extension: str) -> None:
+        """A voice mailbox changed: NOTIFY its subscribers (and phones, unsolicited)."""
+        core, loop = self.core, self._loop
+        if core is None or loop is None:
+            return
+        core.mwi.mailbox_changed(tenant_id, extension, loop.time())
+        self._flush()
 
     def _open_media(
         self, network: Network, call: Call, offer: bytes
@@ -490,6 +509,7 @@ class App:
         if core is not None and self._loop is not None:
             core.hangup_all(self._loop.time())
             core.trunks.stop_all(self._loop.time())  # unregister from providers
+            core.mwi.stop_all(self._loop.time())  # phones subscribe again to the next run
             self._flush()
             if core.b2bua.calls or core.layer.transaction_count or core.trunks.trunks:
                 await asyncio.sleep(0.5)  # let BYEs out and their answers in

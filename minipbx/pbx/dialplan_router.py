@@ -265,7 +265,7 @@ class DialPlanRouter:
             number = policy.forward_busy if why == "busy" else policy.forward_no_answer
         if not number:
             if why != "redirect" and policy is not None and policy.voicemail:
-                return _voicemail(extension, 486 if why == "busy" else 480)
+                return _voicemail(extension, 486 if why == "busy" else 480, busy=why == "busy")
             return None
         route = self._forward_to(call, extension, policy, number)
         return route if route is not None and route.targets else None
@@ -406,6 +406,10 @@ class DialPlanRouter:
                 call, rule.target, rule.failover, number, rule.caller_id, limit
             )
         if rule.target.startswith(SERVICES):
+            if call.inbound_trunk is not None and rule.target.startswith(OWN_BOX):
+                # The caller's own box opens by its number: a trunk's caller ID proves nothing.
+                log.warning("event=service_refused from_trunk=%s to=%s", call.inbound_trunk, number)
+                return Route(status=403, callee=number, kind="service")
             return Route(callee=number, kind="service", service=rule.target, max_seconds=limit)
         return Route(status=501, reason="Service Not Available", callee=number, kind="service")
 
@@ -471,6 +475,7 @@ def _offer_for(call: Call, codecs: tuple[str, ...]) -> bytes | None:
 
 
 # Dial plan service targets the PBX runs itself (``ivr:<menu name>``).
+OWN_BOX = ("vm-main:", "balance:")  # services that trust the caller's number
 SERVICES = ("ivr:", "voicemail:", "vm-main:", "vm-any:", "card:", "balance:")
 
 ANONYMOUS = NameAddr(SipUri("anonymous.invalid", "anonymous"), "Anonymous")
@@ -509,10 +514,11 @@ def _trunk_target(trunk: TrunkRoute, number: str, shown: str, private: bool) -> 
     )
 
 
-def _voicemail(extension: str, status: int) -> Route:
-    """The user's voice mailbox; ``status`` answers the caller when no voicemail service
-    can take the call (the user's busy or unreachable as it was)."""
-    return Route(status=status, callee=extension, kind="service", service=f"voicemail:{extension}")
+def _voicemail(extension: str, status: int, *, busy: bool = False) -> Route:
+    """The user's voice mailbox (its busy greeting with ``busy``); ``status`` answers the
+    caller when no voicemail service can take the call (the user's busy or unreachable)."""
+    service = f"voicemail:{extension}" + (":busy" if busy else "")
+    return Route(status=status, callee=extension, kind="service", service=service)
 
 
 def _limited(route: Route, limit: float | None) -> Route:

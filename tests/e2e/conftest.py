@@ -7,6 +7,7 @@ stderr since the start of a test is attached to that test's failure report.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import subprocess
@@ -17,6 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from minipbx.store import Database, SqlUserRepo
+from minipbx.store.db import default_url
+from minipbx.store.pbxrepos import SqlUserSettingsRepo
 from tests.e2e.support import (
     HOST,
     Sipp,
@@ -97,6 +101,17 @@ def _create_users(data_dir: Path, passwords: dict[str, str], env: dict[str, str]
         assert done.returncode == 0, f"minipbx {' '.join(args)} failed:\n{done.stderr}"
 
 
+async def _voicemail_off(data_dir: Path) -> None:
+    db = Database(default_url(data_dir))
+    try:
+        await db.open()
+        settings = SqlUserSettingsRepo(db)
+        for user in await SqlUserRepo(db).list_users():
+            await settings.update_settings(user.id, voicemail_enabled=False)
+    finally:
+        await db.close()
+
+
 def _users_csv(directory: Path, users: Sequence[tuple[str, str]]) -> Path:
     path = directory / "users.csv"
     path.write_text("extension,password\n" + "".join(f"{e},{p}\n" for e, p in users))
@@ -114,10 +129,13 @@ def start_pbx(
     args: Sequence[str] = (),
     port: int | None = None,
     create_users: bool = True,
+    voicemail: bool = True,
 ) -> Pbx:
     """Start ``minipbx run`` on a free port (retried when another process takes the port).
 
     ``config`` is appended to the generated ``minipbx.toml``, ``args`` to the command line;
+    ``voicemail=False`` turns the created users' voicemail off (their missed calls then fail
+    as the B2BUA answers them, instead of reaching the mailbox);
     ``port`` pins the SIP port and ``create_users=False`` reuses ``root/data`` as it is
     (a restart on the same data directory).
     """
@@ -125,6 +143,8 @@ def start_pbx(
     data_dir = root / "data"
     if create_users:
         _create_users(data_dir, passwords, env)
+        if not voicemail:
+            asyncio.run(_voicemail_off(data_dir))
     config_path = root / "minipbx.toml"
     config_path.write_text(f"[calls]\nring_timeout = {RING_TIMEOUT}\n{config}")
     problems = []
@@ -183,7 +203,7 @@ def pbx_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pbx]:
     root = tmp_path_factory.mktemp("minipbx")
     extensions = (str(FIRST_EXTENSION + i) for i in range(USER_COUNT))
     passwords = {ext: f"pw{ext}-{os.urandom(4).hex()}" for ext in extensions}
-    pbx = start_pbx(root, passwords)
+    pbx = start_pbx(root, passwords, voicemail=False)  # voicemail: tests/e2e/test_voicemail.py
     yield pbx
     alive = pbx.process.poll() is None
     code = stop(pbx.process, STOP_TIMEOUT)

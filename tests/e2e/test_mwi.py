@@ -74,15 +74,6 @@ async def _add_voicemail(pbx: Pbx, extension: str) -> None:
         await db.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "the running server does not tell core.mwi of voicemail changes yet: App.start must "
-        "set core.mwi.counts = SqlMailboxes (minipbx.voicemail) and pass it "
-        "on_change=lambda t, e: core.mwi.mailbox_changed(t, e, loop.time()) followed by a "
-        "flush of the core (a row added by another process is noticed by its recount)"
-    ),
-)
 def test_a_new_voicemail_is_notified(sipp: SippFactory, pbx: Pbx) -> None:
     extension, password = pbx.take_user()
     phone = sipp(

@@ -166,7 +166,9 @@ def trunk_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrunkLab]:
     tenant_id = in_db(root / "data", lambda db: _configure(db, users, did_extension, ports))
     pbx = start_pbx(root, {ext: users[ext] for ext in pool}, create_users=False)
     try:
-        assert "event=routing_loaded plans=1 trunks=4 ivr_menus=0 problems=0" in pbx.log(), tail(pbx.log())
+        assert "event=routing_loaded plans=1 trunks=4 ivr_menus=0 problems=0" in pbx.log(), tail(
+            pbx.log()
+        )
         yield TrunkLab(pbx, tenant_id, did_extension, users[did_extension], ports)
     finally:
         alive = pbx.process.poll() is None

@@ -12,10 +12,18 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response
 
+from minipbx.mail import MailError
+from minipbx.store import InvalidInputError
+from minipbx.store.records import check_email
 from minipbx.web.api import admins
 from minipbx.web.api.admins import TokenCreate
 from minipbx.web.api.schemas import RowId
-from minipbx.web.api.settings import SettingsUpdate, read_settings, write_settings
+from minipbx.web.api.settings import (
+    SettingsUpdate,
+    deliver_test_mail,
+    read_settings,
+    write_settings,
+)
 from minipbx.web.auth import ConsoleAdmin, Ctx, Principal
 from minipbx.web.console.forms import (
     EXPECTED,
@@ -69,6 +77,10 @@ async def _settings_page(
     principal: Principal,
     values: dict[str, Any] | None = None,
     errors: dict[str, str] | None = None,
+    *,
+    mail_result: dict[str, Any] | None = None,
+    test_to: str = "",
+    code: int | None = None,
 ) -> Response:
     current = await read_settings(ctx, principal.tenant_id)
     if values is None:
@@ -77,8 +89,10 @@ async def _settings_page(
         request,
         principal,
         "settings.html",
-        422 if errors else 200,
+        code or (422 if errors else 200),
         fields=SETTING_FIELDS,
+        mail_result=mail_result,
+        test_to=test_to,
         values=values,
         errors=errors or {},
         password_set=current.get("smtp_password_set", False),
@@ -106,6 +120,27 @@ async def save_settings(request: Request, ctx: Ctx, principal: ConsoleAdmin) -> 
     except EXPECTED as exc:
         return await _settings_page(request, ctx, principal, shown(data), errors_of(exc))
     return redirect("/settings", "saved")
+
+
+@router.post("/settings/test-mail", response_class=HTMLResponse)
+async def send_test_mail(request: Request, ctx: Ctx, principal: ConsoleAdmin) -> Response:
+    """Send a test mail with the SMTP settings in force; the page says how it went
+    (502 with the server's complaint when it failed)."""
+    form = await request.form()
+    raw = form.get("to")
+    to = raw.strip() if isinstance(raw, str) else ""
+    try:
+        address = check_email(to)
+        if address is None:
+            raise InvalidInputError("enter the address to send the test mail to")
+        server = await deliver_test_mail(ctx, principal.tenant_id, address)
+    except InvalidInputError as exc:
+        result, code = {"ok": False, "text": f"No test mail sent: {exc}"}, 422
+    except MailError as exc:
+        result, code = {"ok": False, "text": f"The test mail was not sent: {exc}"}, 502
+    else:
+        result, code = {"ok": True, "text": f"Test mail sent to {address} through {server}."}, 200
+    return await _settings_page(request, ctx, principal, mail_result=result, test_to=to, code=code)
 
 
 # --- services ------------------------------------------------------------------------------
