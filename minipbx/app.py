@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from minipbx.billing_runtime import BillingRuntime
 from minipbx.config import Settings
 from minipbx.mail import Mailer, smtp_settings_loader
 from minipbx.pbx.auth import RequestAuthenticator
@@ -297,6 +298,7 @@ class App:
         )
         self.core: PbxCore | None = None
         self.services: ServiceRunner | None = None
+        self.billing: BillingRuntime | None = None
         self.routing: RoutingLoader | None = None
         self._timer: asyncio.Handle | None = None
         self._timer_when = 0.0
@@ -342,10 +344,11 @@ class App:
         restored = registrar.restore(await self.registrations.load(time.time()), time.time())
         network = Network(self.transports, self.settings.public_address)
         router = DialPlanRouter(LocalRouter(self.users, registrar, time.time), time.time)
+        listener = CdrRecorder(self.cdr_writer, self._wall_offset)
         self.core = PbxCore(
             network=network,
             router=router,
-            listener=CdrRecorder(self.cdr_writer, self._wall_offset),
+            listener=listener,
             authenticator=authenticator,
             registrar=registrar,
             guard=self.guard,
@@ -369,6 +372,12 @@ class App:
         await self.mailboxes.load()
         self.mailer = Mailer(self.mailboxes, smtp_settings_loader(SqlSettingsRepo(self.db)))
         self.core.mwi.counts = self.mailboxes
+        # Billing: rates and prepaid balances in memory; charges to the ledger.
+        self.billing = BillingRuntime(self.db, data_dir=self.settings.data_dir)
+        await self.billing.load()
+        router.billing = self.billing.gate
+        self.billing.rating_number = router.routed_number
+        listener.price = self.billing.gate.price_record
         self.services = ServiceRunner(
             loop=self._loop,
             control=lambda: self.core.b2bua if self.core is not None else None,
@@ -381,6 +390,7 @@ class App:
                     SqlUserSettingsRepo(self.db).update_settings,
                 ),
                 **voicemail_services(self.mailboxes),
+                **self.billing.services(),
             },
             data_dir=self.settings.data_dir,
         )
@@ -398,6 +408,7 @@ class App:
             asyncio.create_task(self._keepalives()),
             asyncio.create_task(self.mailboxes.watch(1.0)),
             asyncio.create_task(self.mailer.run()),
+            asyncio.create_task(self.billing.run()),
         ]
         _tune_gc()
         log.info("event=started users=%d registrations=%d", len(self.directory), restored)
@@ -516,6 +527,8 @@ class App:
         if self.web is not None:
             await self.web.stop()
         await self.cdr_writer.close()
+        if self.billing is not None:
+            await self.billing.close()  # charges of the calls just ended reach the ledger
         self.relays.close_all()
         await self.relays.wait_closed()
         if self._timer is not None:

@@ -864,6 +864,10 @@ class B2BUA:
         if status == 200:
             log.info("event=call_handed_back call=%s to=%s", call.id, call.callee)
             call.service = None
+            if call.max_seconds is not None and call.answered is not None:
+                # The transfer's limit counts from now, not from the service's answer.
+                call.max_seconds += now - call.answered
+                heapq.heappush(self._timers, (call.due, call.id))
         else:
             call.transfer_at = None
         if self.services is not None:

@@ -206,15 +206,22 @@ class CdrRecorder:
         writer: CdrWriter,
         wall_offset: Callable[[], float],
         new_uuid: Callable[[], str] = lambda: str(uuid.uuid4()),
+        price: Callable[[Call, CdrRecord], CdrRecord] | None = None,
     ) -> None:
-        """``wall_offset()``: wall clock minus the B2BUA's monotonic clock, now."""
+        """``wall_offset()``: wall clock minus the B2BUA's monotonic clock, now;
+        ``price(call, record)``: billing settles the call and puts its cost in the record
+        (called for every ended call: it also frees what unanswered calls had reserved)."""
         self._writer = writer
         self._wall_offset = wall_offset
         self._new_uuid = new_uuid
+        self.price = price
 
     def call_ended(self, call: Call) -> bool:
         """Queue the call's record; the B2BUA holds the BYE's 200 until it is durable."""
-        self._writer.submit(record_of(call, self._wall_offset(), self._new_uuid()), call)
+        record = record_of(call, self._wall_offset(), self._new_uuid())
+        if self.price is not None:
+            record = self.price(call, record)
+        self._writer.submit(record, call)
         return True
 
 

@@ -31,6 +31,8 @@ from minipbx.pbx.dialplan import (
     to_e164,
 )
 from minipbx.pbx.features import feature_service
+from minipbx.pbx.prepaid import Refusal
+from minipbx.pbx.prepaid_gate import CardCall, PrepaidGate
 from minipbx.pbx.routing import LocalRouter, called_number, number_of
 from minipbx.sip.errors import ParseError
 from minipbx.sip.headers import NameAddr
@@ -187,6 +189,7 @@ class DialPlanRouter:
         self.counts = counts or CallCounts()
         self._wall = wall_clock
         self.free_seconds = free_seconds
+        self.billing: PrepaidGate | None = None  # rates, prepaid limits (billing_runtime)
 
     # The MESSAGE relay routes to local users through the same seam.
     def targets(self, tenant_id: int, domain: str, number: str) -> Route:
@@ -218,7 +221,34 @@ class DialPlanRouter:
             return self._local(call, number, limit)
         level = policy.call_level if policy is not None else 1
         decision = plan.decide(number, caller=call.caller, level=level, wall=self._wall())
-        return self._follow(call, decision, limit, outbound_allowed=True)
+        return self._bill(call, self._follow(call, decision, limit, outbound_allowed=True))
+
+    def _bill(self, call: Call, route: Route) -> Route:
+        """A user's call out through a trunk, as billing allows it: rated, cut when the
+        prepaid money runs out, or refused with a prompt (unrated destination, no money)."""
+        gate = self.billing
+        if gate is None or route.kind != "trunk" or not route.targets:
+            return route
+        verdict = gate.authorize(
+            call.id, call.tenant_id, call.caller, route.callee, wall=self._wall()
+        )
+        if isinstance(verdict, Refusal):
+            log.info(
+                "event=call_refused_by_billing caller=%s to=%s reason=%s",
+                call.caller,
+                route.callee,
+                verdict.reason.value,
+            )
+            return Route(
+                status=verdict.status,
+                reason=verdict.sip_reason,
+                callee=route.callee,
+                kind="service",
+                service=f"prepaid:{verdict.reason.value}",  # says why, then hangs up
+            )
+        if verdict.max_seconds is None:
+            return route
+        return _limited(route, float(verdict.max_seconds))
 
     def _inbound(self, call: Call, cfg: RoutingConfig, number: str) -> Route:
         trunk = cfg.trunks.get((call.tenant_id, call.inbound_trunk or ""))
@@ -285,6 +315,9 @@ class DialPlanRouter:
             return self._local(call, target, limit)
         if kind != "number":
             return Route(status=501, reason="Service Not Available", callee=target)
+        card_call = self.billing.card_call(call.id) if self.billing is not None else None
+        if card_call is not None:  # a calling card's call: its plan, cut when money runs out
+            return self._card_route(call, card_call, target)
         plan = self.config.plan_for(call.tenant_id, None)
         if plan is None:
             return self._local(call, target, limit)
@@ -293,6 +326,32 @@ class DialPlanRouter:
         if route.service is not None:  # from one service into another: not supported yet
             return Route(status=501, reason="Service Not Available", callee=target)
         return route
+
+    def routed_number(self, tenant_id: int, plan_id: int | None, number: str) -> str:
+        """``number`` as the plan ``plan_id`` (else the tenant's) would send it (its rule's
+        strip/prepend): what a calling card's call is rated by, before it is placed."""
+        config = self.config
+        plan = (config.plans.get(plan_id) if plan_id is not None else None) or config.plan_for(
+            tenant_id, None
+        )
+        if plan is None:
+            return number
+        decision = plan.decide(number, caller="", level=1, wall=self._wall())
+        return decision.number if decision.rule is not None else number
+
+    def _card_route(self, call: Call, card_call: CardCall, number: str) -> Route:
+        config = self.config
+        plan_id = card_call.dial_plan_id
+        plan = config.plans.get(plan_id) if plan_id is not None else None
+        plan = plan or config.plan_for(call.tenant_id, None)
+        if plan is None:
+            return Route(status=404, callee=number)
+        decision = plan.decide(number, caller=call.caller, level=1, wall=self._wall())
+        limit = float(card_call.max_seconds) if card_call.max_seconds is not None else None
+        route = self._follow(call, decision, limit, outbound_allowed=True)
+        if route.service is not None:
+            return Route(status=404, callee=number)
+        return _limited(route, limit)
 
     # -- follow-me (pbx/followme.py) ---------------------------------------------------------
 
@@ -476,7 +535,7 @@ def _offer_for(call: Call, codecs: tuple[str, ...]) -> bytes | None:
 
 # Dial plan service targets the PBX runs itself (``ivr:<menu name>``).
 OWN_BOX = ("vm-main:", "balance:")  # services that trust the caller's number
-SERVICES = ("ivr:", "voicemail:", "vm-main:", "vm-any:", "card:", "balance:")
+SERVICES = ("ivr:", "voicemail:", "vm-main:", "vm-any:", "card:", "balance:", "prepaid:")
 
 ANONYMOUS = NameAddr(SipUri("anonymous.invalid", "anonymous"), "Anonymous")
 

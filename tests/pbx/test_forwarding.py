@@ -164,9 +164,9 @@ def test_busy_user_with_voicemail_gets_the_caller_into_the_mailbox() -> None:
     net, p, host = _with_voicemail({"101": {"voicemail": True}})
     p["101"].answer = Phone.busy
     p["100"].invite("101")
-    assert _statuses(p["100"])[-1] == 200 and host.started[0][0] == "voicemail:101"
+    assert _statuses(p["100"])[-1] == 200 and host.started[0][0] == "voicemail:101:busy"
     (call,) = net.core.calls
-    assert call.service == "voicemail:101" and call.route_kind == "service"
+    assert call.service == "voicemail:101:busy" and call.route_kind == "service"
 
 
 def test_unanswered_call_goes_to_voicemail_after_the_ring_time() -> None:

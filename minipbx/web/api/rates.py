@@ -1,16 +1,22 @@
-"""Rate tables and their rates (by prefix), with CSV import and export."""
+"""Rate tables and their rates (by prefix), with CSV import and export, and quotes (what a
+call costs: :mod:`minipbx.pbx.charging`)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, HTTPException, Query, Request, Response
+from pydantic import Field
 
+from minipbx.pbx.charging import RateIndex, RateRule, charge, max_seconds
 from minipbx.store.pbxrecords import RATE_CHECKS, RATE_TABLE_CHECKS, RateRecord, RateTableRecord
 from minipbx.web.api.crud import crud_router, named_resource, not_found, owned
 from minipbx.web.api.csvio import CSV_ANSWER, CSV_BODY, download, once, read_csv_body
 from minipbx.web.api.schemas import (
     Created,
+    OutModel,
     RowId,
     crud_models,
     input_model,
@@ -86,6 +92,66 @@ async def import_rates(
     text = await read_csv_body(request)
     result = await ctx.rates.import_csv(row_id, text, source="upload", replace=replace)
     return Created(created=result.created, updated=result.updated)
+
+
+class QuoteOut(OutModel):
+    """What a call to ``number`` costs under the table (docs/billing.md: the rules)."""
+
+    number: str
+    rate: RateOut  # type: ignore[valid-type]
+    seconds: int = Field(description="The answered duration priced")
+    billed_seconds: int = Field(description="After free seconds, minimum and increments")
+    fee: Decimal
+    duration_cost: Decimal
+    total: Decimal
+    currency: str
+    max_seconds: int | None = Field(
+        None,
+        description="With ``balance``: the longest call it pays for (null: unlimited, "
+        "-1: not even the connection fee)",
+    )
+
+
+@rates_router.get("/{row_id}/quote", response_model=QuoteOut)
+async def quote(
+    ctx: Ctx,
+    principal: Admin,
+    row_id: RowId,
+    number: Annotated[str, Query(pattern=r"^\+?[0-9]{1,32}$", description="The number called")],
+    seconds: Annotated[int, Query(ge=0, le=86_400, description="Answered duration")] = 60,
+    balance: Annotated[
+        Decimal | None,
+        Query(ge=0, lt=10**10, decimal_places=6, description="Money available"),
+    ] = None,
+    at: Annotated[
+        datetime | None, Query(description="When (ISO 8601, UTC without an offset; default now)")
+    ] = None,
+) -> Any:
+    """The rate the table applies to ``number`` (longest prefix valid ``at``) and the
+    charge of a call answered ``seconds``; 404 when no rate covers it (such calls are
+    refused)."""
+    table = await owned(ctx, principal, RATE_TABLES, row_id)
+    if at is None:
+        when = datetime.now(UTC)
+    else:  # a time without an offset is UTC
+        when = at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+    records = {r.id: r for r in await ctx.rates.list_rates(row_id)}
+    rule = RateIndex(RateRule.of(r) for r in records.values()).lookup(number, when)
+    if rule is None or rule.id is None:
+        raise HTTPException(404, f"no rate of table {row_id} covers {number}")
+    cost = charge(seconds, rule)
+    longest = max_seconds(balance, rule) if balance is not None else None
+    return QuoteOut(
+        number=number,
+        rate=records[rule.id],
+        seconds=seconds,
+        billed_seconds=cost.billed_seconds,
+        fee=cost.fee,
+        duration_cost=cost.duration_cost,
+        total=cost.total,
+        currency=table.currency,
+        max_seconds=longest,
+    )
 
 
 router = APIRouter()
