@@ -786,7 +786,10 @@ class B2BUA:
             log.info("event=transfer_failed call=%s to=%s status=%d", call.id, target, route.status)
             services.transferred(call, route.status or 404)
             return
+        previous = call.max_seconds
         self._take_route(call, route, now)
+        # The route's limit counts from the new party's answer (the service keeps its own).
+        call.transfer_limit, call.max_seconds = call.max_seconds, previous
         call.no_answer_at = call.failover_at = None  # the service decides what happens next
         call.transfer_at = now + (route.no_answer or self.settings.ring_timeout)
         log.info("event=call_transfer call=%s kind=%s to=%s", call.id, kind, route.callee)
@@ -864,12 +867,13 @@ class B2BUA:
         if status == 200:
             log.info("event=call_handed_back call=%s to=%s", call.id, call.callee)
             call.service = None
-            if call.max_seconds is not None and call.answered is not None:
+            limit, call.transfer_limit = call.transfer_limit, None
+            if limit is not None and call.answered is not None:
                 # The transfer's limit counts from now, not from the service's answer.
-                call.max_seconds += now - call.answered
+                call.max_seconds = limit + (now - call.answered)
                 heapq.heappush(self._timers, (call.due, call.id))
         else:
-            call.transfer_at = None
+            call.transfer_at = call.transfer_limit = None
         if self.services is not None:
             self.services.transferred(call, status)
 

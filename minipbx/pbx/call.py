@@ -262,6 +262,7 @@ class Call:
     reinviting: bool = False  # a relayed re-INVITE awaits its final response
     service: str | None = None  # the PBX service answering the call now ("ivr:main")
     transfer_at: float | None = None  # a service's transfer stops ringing then
+    transfer_limit: float | None = None  # the transfer's duration limit, from its answer
     a_origin: SdpOrigin | None = None  # o= the caller saw from us (a service answered)
     # The answer to the hang-up request, held until the call's record is durable.
     held: tuple[ServerTransaction, Response] | None = None
