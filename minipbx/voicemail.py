@@ -49,7 +49,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any
@@ -114,6 +114,7 @@ class BoxInfo:
     display_name: str
     enabled: bool  # the user
     voicemail_enabled: bool
+    max_seconds: int | None = None  # the user's longest message (None: the tenant's)
 
     @property
     def usable(self) -> bool:
@@ -124,7 +125,8 @@ class BoxInfo:
 @dataclass(frozen=True, slots=True)
 class Limits:
     """A tenant's voicemail limits (settings ``voicemail.max_seconds`` and
-    ``voicemail.max_messages``: the tenant's value, else the system-wide one)."""
+    ``voicemail.max_messages``: the tenant's value, else the system-wide one); a box's
+    ``max_seconds`` is its user's own ``voicemail_max_seconds`` when set (:func:`for_user`)."""
 
     max_seconds: float = DEFAULT_MAX_SECONDS
     max_messages: int | None = DEFAULT_MAX_MESSAGES
@@ -145,6 +147,14 @@ def limits_of(values: Mapping[str, str]) -> Limits:
         float(seconds) if seconds is not None else DEFAULT_MAX_SECONDS,
         (messages or None) if messages is not None else DEFAULT_MAX_MESSAGES,
     )
+
+
+def for_user(limits: Limits, max_seconds: int | None) -> Limits:
+    """``limits`` with a user's own longest message (``users.voicemail_max_seconds``);
+    None or a value outside 5..3600 (not written through the checks): unchanged."""
+    if max_seconds is None or not 5 <= max_seconds <= 3600:
+        return limits
+    return replace(limits, max_seconds=float(max_seconds))
 
 
 def _clean(text: str, limit: int) -> str:
@@ -282,6 +292,7 @@ class SqlMailboxes:
                     User.display_name,
                     User.enabled,
                     User.voicemail_enabled,
+                    User.voicemail_max_seconds,
                 )
             )
             boxes = {(r.tenant_id, r.extension): BoxInfo(*r) for r in rows}
@@ -409,7 +420,8 @@ class SqlMailboxes:
             return None
         if not settings.voicemail_enabled:
             return None
-        return SqlMailbox(self, info, settings.voicemail_pin, self.limits(tenant_id))
+        limits = for_user(self.limits(tenant_id), settings.voicemail_max_seconds)
+        return SqlMailbox(self, info, settings.voicemail_pin, limits)
 
     async def open_for_deposit(self, tenant_id: int, extension: str) -> SqlMailbox | None:
         """Like :meth:`open`, but with the database down, the box as the memory copy knows
@@ -421,7 +433,7 @@ class SqlMailboxes:
             log.warning("event=voicemail_open_from_memory box=%s error=%r", extension, str(exc))
             if info is None or not info.usable:
                 return None
-            return SqlMailbox(self, info, None, self.limits(tenant_id))
+            return SqlMailbox(self, info, None, for_user(self.limits(tenant_id), info.max_seconds))
 
     # -- messages -----------------------------------------------------------------------------
 
@@ -756,6 +768,7 @@ __all__ = [
     "VoicemailDeposit",
     "VoicemailMain",
     "atomic_write",
+    "for_user",
     "limits_of",
     "voicemail_services",
 ]

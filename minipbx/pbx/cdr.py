@@ -33,6 +33,8 @@ def record_of(call: Call, wall_offset: float, uuid: str) -> CdrRecord:
     ``duration`` runs from the INVITE's arrival to the end; ``billable_seconds`` from the
     answer to the end, to the nearest second, half up (a call cut at its 30 s limit a
     millisecond late is 30 s; billing applies its rate's increments to the exact times).
+    Cost and the billing details (rate, fee, billed seconds, card) are left unset here:
+    billing fills them (``PrepaidGate.price``) when it prices the call.
     """
     invite = call.invite
     ended = call.ended if call.ended is not None else call.started

@@ -25,7 +25,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, fields
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -39,7 +39,11 @@ from minipbx.store.errors import StoreError
 log = logging.getLogger("minipbx.cdr")
 
 _TIMES = ("start_time", "answer_time", "end_time")
-_DECIMALS = ("duration", "cost")
+_DECIMALS = ("duration", "cost", "connection_fee", "price_per_minute")
+#: Fields a spool line written by an earlier version lacks (they have defaults: None).
+_OPTIONAL = frozenset(
+    f.name for f in fields(CdrRecord) if f.name in CDR_FIELDS and f.default is not MISSING
+)
 
 
 def record_to_json(record: CdrRecord) -> str:
@@ -49,18 +53,27 @@ def record_to_json(record: CdrRecord) -> str:
         if values[name] is not None:
             values[name] = values[name].isoformat()
     for name in _DECIMALS:
-        values[name] = str(values[name])
+        if values[name] is not None:
+            values[name] = str(values[name])
     return json.dumps(values, ensure_ascii=False, separators=(",", ":"))
 
 
 def record_from_json(line: str) -> CdrRecord:
-    """A spool line back as a record (ValueError/KeyError when the line is damaged)."""
+    """A spool line back as a record (ValueError/KeyError when the line is damaged).
+
+    Lines of an earlier version, without the billing details, read as records without them.
+    """
     values = json.loads(line)
+    if not isinstance(values, dict):
+        raise ValueError(f"expected a JSON object, got {type(values).__name__}")
+    for name in _OPTIONAL:
+        values.setdefault(name, None)
     for name in _TIMES:
         if values[name] is not None:
             values[name] = datetime.fromisoformat(values[name]).astimezone(UTC)
     for name in _DECIMALS:
-        values[name] = Decimal(values[name])
+        if values[name] is not None:
+            values[name] = Decimal(values[name])
     return CdrRecord(**{name: values[name] for name in CDR_FIELDS})
 
 

@@ -276,8 +276,12 @@ class PrepaidGate:
     def price(
         self, call: Call, record: CdrRecord, seconds: int | None = None
     ) -> tuple[CdrRecord, Settlement | None]:
-        """Settle ``call``; its CDR ``record`` with cost and currency, and the settlement
-        (rate, fee, billed seconds, card number: for CDR columns that do not exist yet).
+        """Settle ``call``; its CDR ``record`` priced, and the settlement.
+
+        A priced record carries the cost and currency and the billing details: the rate's
+        prefix and price per minute, the connection fee charged, the billed seconds (after
+        free seconds, minimum and increments) and, for a calling-card call, the card number.
+        A call that was not billed (or not answered) keeps its record as it was.
 
         ``seconds``: the answered seconds to charge; by default the record's
         ``billable_seconds``, and for a calling-card call the seconds from its callee's
@@ -295,5 +299,14 @@ class PrepaidGate:
         done = self.settle(call.id, record.uuid, billable, answered=answered)
         if done is None:
             return record, None
-        priced = replace(record, cost=done.cost, currency=done.currency or record.currency)
+        priced = replace(
+            record,
+            cost=done.cost,
+            currency=done.currency or record.currency,
+            rate_prefix=done.rate.prefix,
+            connection_fee=done.charge.fee,
+            price_per_minute=done.rate.price_per_minute,
+            billed_seconds=done.charge.billed_seconds,
+            card_number=done.card_number,
+        )
         return priced, done

@@ -2,7 +2,8 @@
 
 External billing and reporting tools read table ``cdr`` there; its schema is documented in
 ``docs/cdr.md`` and created here when missing (it is not managed by the PBX's migrations:
-the database belongs to the operator). Each CDR is inserted with its ``cdr_uuid``; the
+the database belongs to the operator; columns added by later versions are added to an
+existing table at the first write). Each CDR is inserted with its ``cdr_uuid``; the
 column is unique and a known uuid is ignored, so re-sending a batch after a crash or a lost
 acknowledgement never makes a second row (exactly once). Times are UTC, ``DATETIME(3)``.
 """
@@ -10,6 +11,7 @@ acknowledgement never makes a second row (exactly once). Times are UTC, ``DATETI
 from __future__ import annotations
 
 import hashlib
+import logging
 import operator
 from collections.abc import Sequence
 from datetime import UTC
@@ -24,14 +26,18 @@ from sqlalchemy import (
     Numeric,
     String,
     Table,
+    inspect,
 )
 from sqlalchemy.dialects import mysql
-from sqlalchemy.engine import URL
+from sqlalchemy.engine import URL, Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.schema import CreateColumn
 
 from minipbx.store.cdrs import CDR_FIELDS, CdrRecord
 from minipbx.store.db import _is_database_error, describe_error, parse_url
 from minipbx.store.errors import StoreError
+
+log = logging.getLogger("minipbx.cdr")
 
 MIRROR_TABLE = "cdr"
 
@@ -66,11 +72,35 @@ cdr_table = Table(
     Column("currency", String(3), nullable=False),
     Column("source_ip", String(64), nullable=False),
     Column("user_agent", String(255), nullable=False),
+    # Billing details (added later: _prepare_table adds them to tables made before).
+    Column("rate_prefix", String(32), nullable=True),
+    Column("connection_fee", Numeric(16, 6), nullable=True),
+    Column("price_per_minute", Numeric(16, 6), nullable=True),
+    Column("billed_seconds", Integer, nullable=True),
+    Column("card_number", String(32), nullable=True),
     Index("ix_cdr_end_time", "end_time"),
     Index("ix_cdr_tenant_end_time", "tenant", "end_time"),
     mysql_charset="utf8mb4",
     mysql_engine="InnoDB",
 )
+
+
+def _prepare_table(conn: Connection) -> list[str]:
+    """Create table ``cdr`` when missing; add the columns a table made by an earlier
+    version lacks (all nullable: existing rows get NULL). Returns the added columns."""
+    _metadata.create_all(conn, checkfirst=True)
+    present = {column["name"].lower() for column in inspect(conn).get_columns(MIRROR_TABLE)}
+    added = []
+    for column in cdr_table.columns:
+        if column.name.lower() in present:
+            continue
+        ddl = CreateColumn(column).compile(dialect=conn.dialect)
+        conn.exec_driver_sql(f"ALTER TABLE {MIRROR_TABLE} ADD COLUMN {ddl}")
+        added.append(column.name)
+    if added:
+        columns = ",".join(added)
+        log.info("event=cdr_mirror_columns_added table=%s columns=%s", MIRROR_TABLE, columns)
+    return added
 
 
 def mirror_url(url: str) -> URL:
@@ -142,13 +172,14 @@ class CdrMirror:
     async def insert(self, records: Sequence[CdrRecord]) -> None:
         """Insert ``records`` in one transaction; records whose uuid is there are skipped.
 
-        Creates table ``cdr`` first if it does not exist. Raises :class:`StoreError` with a
+        Creates table ``cdr`` first if it does not exist, or adds the columns it lacks
+        (a table created by an earlier version). Raises :class:`StoreError` with a
         one-line reason when the server cannot be reached or refuses.
         """
         try:
             async with self._engine.begin() as conn:
                 if not self._table_ready:
-                    await conn.run_sync(_metadata.create_all, checkfirst=True)
+                    await conn.run_sync(_prepare_table)
                     self._table_ready = True
                 if records:
                     await conn.exec_driver_sql(_INSERT, [_row(r) for r in records])

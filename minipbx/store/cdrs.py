@@ -33,7 +33,9 @@ class CdrRecord:
 
     Times are aware UTC datetimes. ``duration``: seconds from start to end (3 decimals);
     ``billable_seconds``: answer to end, to the nearest second (0 when unanswered).
-    ``id`` is the local row id, set on records read back from the database.
+    The billing details (``rate_prefix`` to ``card_number``) are set by billing on a priced
+    call and None otherwise (docs/cdr.md). ``id`` is the local row id, set on records read
+    back from the database.
     """
 
     uuid: str
@@ -59,6 +61,11 @@ class CdrRecord:
     currency: str
     source_ip: str
     user_agent: str
+    rate_prefix: str | None = None
+    connection_fee: Decimal | None = None
+    price_per_minute: Decimal | None = None
+    billed_seconds: int | None = None
+    card_number: str | None = None
     id: int | None = None
 
     def values(self) -> dict[str, Any]:

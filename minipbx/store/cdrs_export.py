@@ -1,8 +1,10 @@
 """CDR export as CSV or JSON (``minipbx cdr export``; the console's download uses it too).
 
-Columns are :data:`~minipbx.store.cdrs.CDR_FIELDS` in that order, times in ISO 8601 UTC
-with milliseconds, money and durations as decimal strings (no float rounding). Records are
-read a page at a time, so an export of millions of rows runs in constant memory.
+Columns are :data:`~minipbx.store.cdrs.CDR_FIELDS` in that order (the billing details
+``rate_prefix`` .. ``card_number`` last), times in ISO 8601 UTC with milliseconds, money and
+durations as decimal strings (no float rounding); a value not set (the billing details of a
+call that was not priced) is empty in CSV and null in JSON. Records are read a page at a
+time, so an export of millions of rows runs in constant memory.
 """
 
 from __future__ import annotations

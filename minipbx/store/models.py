@@ -52,6 +52,8 @@ NAME_LEN = 255
 EMAIL_LEN = 255
 
 NUMBER_LEN = 64  # phone numbers as dialed or routed
+PREFIX_LEN = 32  # rate prefixes
+CARD_NUMBER_LEN = 32
 # Money: 6 decimals cover sub-cent per-second rates; 16 digits in all.
 MONEY = Numeric(16, 6)
 
@@ -158,6 +160,8 @@ class User(Base):
     followme: Mapped[str] = mapped_column(Text, default="", server_default="")
     followme_mode: Mapped[str] = mapped_column(String(16), default="off", server_default="off")
     followme_own_first: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    # Longest voicemail message in seconds (migration 0007); NULL: the tenant's setting.
+    voicemail_max_seconds: Mapped[int | None] = mapped_column(Integer)
 
 
 class Registration(Base):
@@ -229,6 +233,12 @@ class Cdr(Base):
     currency: Mapped[str] = mapped_column(String(3), default="")
     source_ip: Mapped[str] = mapped_column(String(64), default="")
     user_agent: Mapped[str] = mapped_column(String(255), default="")
+    # Billing details (migration 0007); NULL when the call was not priced.
+    rate_prefix: Mapped[str | None] = mapped_column(String(PREFIX_LEN))
+    connection_fee: Mapped[Decimal | None] = mapped_column(MONEY)
+    price_per_minute: Mapped[Decimal | None] = mapped_column(MONEY)
+    billed_seconds: Mapped[int | None] = mapped_column(Integer)
+    card_number: Mapped[str | None] = mapped_column(String(CARD_NUMBER_LEN))
 
 
 class CdrShipment(Base):
@@ -251,8 +261,6 @@ class CdrShipment(Base):
 
 LABEL_LEN = 64  # names typed by operators and unique per tenant (trunks, dial plans, ...)
 PATTERN_LEN = 64  # dial plan patterns
-PREFIX_LEN = 32  # rate prefixes
-CARD_NUMBER_LEN = 32
 PIN_LEN = 16
 HASH_LEN = 128  # token hashes (SHA-256 hex today)
 

@@ -102,6 +102,7 @@ class UserSettings:
     voicemail_pin: str | None = field(repr=False)
     voicemail_email_attach: bool
     voicemail_delete_after_mail: bool
+    voicemail_max_seconds: int | None  # longest message (s); None: the tenant's setting
     forward_unconditional: str | None
     forward_busy: str | None
     forward_no_answer: str | None
@@ -144,6 +145,7 @@ USER_SETTINGS_CHECKS: dict[str, Check] = {
     "voicemail_pin": text(PIN_LEN, nullable=True, pattern=_PIN, hint="4 to 16 digits"),
     "voicemail_email_attach": flag(),
     "voicemail_delete_after_mail": flag(),
+    "voicemail_max_seconds": integer(5, 3600, nullable=True),
     "forward_unconditional": _forward(),
     "forward_busy": _forward(),
     "forward_no_answer": _forward(),

@@ -117,6 +117,22 @@ def record(uuid: str, billable: int) -> CdrRecord:
     )
 
 
+def billing_details(
+    record: CdrRecord,
+) -> tuple[str | None, Decimal | None, Decimal | None, int | None, str | None]:
+    """The CDR's rate prefix, connection fee, price per minute, billed seconds and card."""
+    return (
+        record.rate_prefix,
+        record.connection_fee,
+        record.price_per_minute,
+        record.billed_seconds,
+        record.card_number,
+    )
+
+
+NOT_PRICED = (None, None, None, None, None)
+
+
 def price(runtime: BillingRuntime, call: FakeCall, billable: int, uuid: str) -> CdrRecord:
     return runtime.gate.price_record(cast(Call, call), record(uuid, billable))
 
@@ -153,6 +169,7 @@ async def test_prepaid_call_is_limited_charged_and_written(world: World) -> None
     assert gate.holding("c1") == auth
     priced = price(world.runtime, FakeCall("c1", 10.0, 75.0), 65, uid(7))
     assert (priced.cost, priced.currency) == (Decimal("1.3000"), "USD")  # fee + 2 minutes
+    assert billing_details(priced) == ("49", Decimal("0.1000"), Decimal("0.60"), 120, None)
     assert world.runtime.pending == 1
     assert await world.runtime.flush() == 1
     assert await stored_balance(world) == Decimal("3.70")
@@ -168,12 +185,33 @@ async def test_prepaid_call_is_limited_charged_and_written(world: World) -> None
     assert available(world.runtime, AccountKey.user(world.user_id)) == Decimal("4.20")
 
 
+async def test_the_record_names_the_rate_that_priced_it(world: World) -> None:
+    rates = SqlRateRepo(world.db)
+    await rates.add_rate(world.table_id, "4930", "0.000001", connection_fee="0.000050")
+    await rates.add_rate(world.table_id, "12", "1.20", free_seconds=10, min_duration=30)
+    await world.runtime.poll()
+    gate = world.runtime.gate
+    granted(gate.authorize("c1", world.tenant_id, "100", "13125550100", wall=WALL))
+    per_second = price(world.runtime, FakeCall("c1", 0.0, 61.0), 61, uid(1))
+    assert billing_details(per_second) == ("1", Decimal(0), Decimal("0.60"), 61, None)
+    assert per_second.cost == Decimal("0.6100")
+    granted(gate.authorize("c2", world.tenant_id, "100", "4930123", wall=WALL))
+    longest = price(world.runtime, FakeCall("c2", 0.0, 61.0), 61, uid(2))
+    # the longest prefix wins; the fee as charged (4 places), the price as the rate has it
+    assert billing_details(longest) == ("4930", Decimal("0.0001"), Decimal("0.000001"), 120, None)
+    granted(gate.authorize("c3", world.tenant_id, "100", "1201", wall=WALL))
+    free = price(world.runtime, FakeCall("c3", 0.0, 8.0), 8, uid(3))
+    assert billing_details(free) == ("12", Decimal(0), Decimal("1.20"), 0, None)  # free seconds
+    assert free.cost == 0
+
+
 async def test_unanswered_calls_cost_nothing_and_free_the_money(world: World) -> None:
     gate = world.runtime.gate
     granted(gate.authorize("c1", world.tenant_id, "100", "4930123"))
     assert available(world.runtime, AccountKey.user(world.user_id)) == 0
     priced = price(world.runtime, FakeCall("c1", None, 30.0), 0, uid(1))
     assert priced.cost == 0 and world.runtime.pending == 0
+    assert billing_details(priced) == NOT_PRICED
     assert available(world.runtime, AccountKey.user(world.user_id)) == Decimal("5.50")
 
 
@@ -184,7 +222,8 @@ async def test_unrated_destinations_and_users_billing_ignores(world: World) -> N
     assert (refused.status, refused.prompts) == (403, ("call_not_allowed",))
     free = granted(gate.authorize("c2", world.tenant_id, "101", "3312345"))
     assert (free.rate, free.max_seconds, free.reserved) == (None, None, Decimal(0))
-    assert price(world.runtime, FakeCall("c2", 0.0, 100.0), 100, uid(2)).cost == 0
+    unbilled = price(world.runtime, FakeCall("c2", 0.0, 100.0), 100, uid(2))
+    assert unbilled.cost == 0 and billing_details(unbilled) == NOT_PRICED
 
 
 async def test_rated_postpaid_users_get_a_cost_but_no_limit(world: World) -> None:
@@ -195,6 +234,7 @@ async def test_rated_postpaid_users_get_a_cost_but_no_limit(world: World) -> Non
     assert (auth.account, auth.max_seconds, auth.reserved) == (None, None, Decimal(0))
     priced = price(world.runtime, FakeCall("c1", 0.0, 3600.0), 3600, uid(1))
     assert priced.cost == Decimal("36.1000")
+    assert billing_details(priced) == ("49", Decimal("0.1000"), Decimal("0.60"), 3600, None)
     assert world.runtime.pending == 0  # postpaid: the CDR carries the cost, no ledger entry
     assert await stored_balance(world) == Decimal("5.00")
 
@@ -387,6 +427,14 @@ async def test_calling_card_call_end_to_end(world: World) -> None:
     fake = cast(Call, FakeCall("card-call", 1.0, ended))
     priced, done = world.runtime.gate.price(fake, record(uid(99), 90))
     assert priced.cost == Decimal("1.3000")
+    # the card call's own 61 s (not the record's 90) in 60/60 blocks: 120 s billed
+    assert billing_details(priced) == (
+        "49",
+        Decimal("0.1000"),
+        Decimal("0.60"),
+        120,
+        "123456789012",
+    )
     assert done is not None
     assert (done.card_number, done.destination, done.seconds, done.rate.prefix) == (
         "123456789012",
@@ -430,7 +478,8 @@ async def test_a_card_call_that_was_not_answered_costs_nothing(world: World) -> 
     )
     assert await service.run(channel, "") == "done"
     assert world.runtime.gate.card_call("cc") is None
-    assert price(world.runtime, FakeCall("cc", 1.0, 50.0), 49, uid(5)).cost == 0
+    unanswered = price(world.runtime, FakeCall("cc", 1.0, 50.0), 49, uid(5))
+    assert unanswered.cost == 0 and billing_details(unanswered) == NOT_PRICED
 
 
 # --- balance query and refusal announcements ------------------------------------------------

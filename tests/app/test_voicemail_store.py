@@ -27,12 +27,14 @@ from minipbx.store import (
     StoreError,
 )
 from minipbx.voicemail import (
+    Limits,
     SqlMailbox,
     SqlMailboxes,
     VoicemailAny,
     VoicemailDeposit,
     VoicemailMain,
     atomic_write,
+    for_user,
     limits_of,
     voicemail_services,
 )
@@ -281,6 +283,53 @@ async def test_pin_greeting_and_limits(env: Env) -> None:
     box = await box_of(env)
     assert (box.max_seconds, box.max_messages) == (30.0, 5)
     assert not await env.boxes.refresh_if_changed()
+
+
+async def test_a_users_own_message_length(env: Env) -> None:
+    settings = SqlSettingsRepo(env.db)
+    await settings.set("voicemail.max_seconds", "30", tenant_id=env.tenant_id)
+    await settings.set("voicemail.max_messages", "7")
+    await SqlUserSettingsRepo(env.db).update_settings(env.alice, voicemail_max_seconds=45)
+    assert await env.boxes.refresh_if_changed()
+    alice, bob = await box_of(env), await box_of(env, "200")
+    assert (alice.max_seconds, alice.max_messages) == (45.0, 7)  # her own length
+    assert (bob.max_seconds, bob.max_messages) == (30.0, 7)  # the tenant's
+    box_info = env.boxes.box_info(env.tenant_id, "100")
+    assert box_info is not None and box_info.max_seconds == 45
+    assert env.boxes.limits(env.tenant_id).max_seconds == 30.0  # the tenant's, unchanged
+    # a longer one than the tenant's is allowed too; read fresh when a call opens the box
+    await SqlUserSettingsRepo(env.db).update_settings(env.alice, voicemail_max_seconds=600)
+    assert (await box_of(env)).max_seconds == 600.0
+    await SqlUserSettingsRepo(env.db).update_settings(env.alice, voicemail_max_seconds=None)
+    assert (await box_of(env)).max_seconds == 30.0  # NULL: the tenant's again
+
+
+async def test_deposit_records_up_to_the_users_length(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await SqlUserSettingsRepo(env.db).update_settings(env.alice, voicemail_max_seconds=20)
+    await env.boxes.refresh_if_changed()
+    channel = FakeChannel(recordings=[rec()], caller="0699")
+    assert await VoicemailDeposit(env.boxes).run(channel, "100") == "saved"
+    assert [kind[0] for kind in channel.kinds("record")] == [20.0]
+    channel = FakeChannel(recordings=[rec()], caller="0699")
+    assert await VoicemailDeposit(env.boxes).run(channel, "200") == "saved"
+    assert [kind[0] for kind in channel.kinds("record")] == [120.0]  # the default
+
+    async def down(*args: Any, **kw: Any) -> Any:
+        raise StoreError("database is unreachable")
+
+    monkeypatch.setattr(env.boxes.user_settings, "get_settings", down)
+    box = await env.boxes.open_for_deposit(env.tenant_id, "100")  # from the memory copy
+    assert box is not None and box.max_seconds == 20.0
+
+
+def test_for_user_overrides_only_usable_lengths() -> None:
+    tenant = limits_of({"voicemail.max_seconds": "30", "voicemail.max_messages": "9"})
+    assert for_user(tenant, None) == tenant
+    assert for_user(tenant, 3600) == Limits(3600.0, 9)
+    assert for_user(tenant, 5) == Limits(5.0, 9)
+    assert for_user(tenant, 4) == for_user(tenant, 3601) == tenant  # not through the checks
 
 
 def test_limits_of_bad_values() -> None:

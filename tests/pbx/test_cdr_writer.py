@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Sequence
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +14,7 @@ import pytest
 from minipbx.pbx.cdr_writer import CdrShipper, CdrSpool, CdrWriter, record_from_json
 from minipbx.store import Database, StoreError, default_url
 from minipbx.store.cdrs import CdrRecord, SqlCdrRepo
-from tests.store.test_cdrs import make_cdr
+from tests.store.test_cdrs import BILLING, make_cdr, priced
 
 
 @pytest.fixture
@@ -109,6 +111,54 @@ def _line(record: CdrRecord) -> str:
     from minipbx.pbx.cdr_writer import record_to_json
 
     return record_to_json(record)
+
+
+def test_spool_lines_keep_the_billing_details() -> None:
+    for record in (priced(make_cdr(1)), priced(make_cdr(2), card=None), make_cdr(3)):
+        assert record_from_json(_line(record)) == record
+    values = json.loads(_line(priced(make_cdr(4))))
+    assert [values[name] for name in BILLING] == ["49", "0.1000", "0.600001", 60, "123456789012"]
+    assert [json.loads(_line(make_cdr(5)))[name] for name in BILLING] == [None] * len(BILLING)
+    back = record_from_json(_line(priced(make_cdr(4))))
+    assert isinstance(back.connection_fee, Decimal) and str(back.connection_fee) == "0.1000"
+    assert str(back.price_per_minute) == "0.600001"  # money stays exact (no float)
+
+
+# A spool line of a version before the billing details (as its record_to_json wrote it).
+OLD_LINE = (
+    '{"uuid":"00000000-0000-4000-8000-000000000009","call_id":"call-9@127.0.0.1",'
+    '"tenant_id":1,"tenant":"default","caller_number":"100","caller_name":"Zoë",'
+    '"called_number":"101","routed_number":"101","route_type":"local","trunk":null,'
+    '"start_time":"2030-05-01T12:09:00+00:00","answer_time":"2030-05-01T12:09:05+00:00",'
+    '"end_time":"2030-05-01T12:09:30.250000+00:00","duration":"30.250",'
+    '"billable_seconds":26,"disposition":"ANSWERED","sip_status":200,"reason_cause":"",'
+    '"hangup_by":"caller","cost":"0.012345","currency":"EUR","source_ip":"127.0.0.1",'
+    '"user_agent":"SIPp"}'
+)
+
+
+async def test_old_spool_lines_are_still_imported(repo: SqlCdrRepo, tmp_path: Path) -> None:
+    old = record_from_json(OLD_LINE)
+    assert (old.uuid, old.cost, old.caller_name) == (
+        make_cdr(9).uuid,
+        Decimal("0.012345"),
+        "Zoë",
+    )
+    assert all(getattr(old, name) is None for name in BILLING)
+    with pytest.raises(KeyError):  # a line missing an original field is still damaged
+        record_from_json(OLD_LINE.replace('"cost":"0.012345",', ""))
+    with pytest.raises(ValueError):
+        record_from_json("[1, 2]")
+    spool = CdrSpool(tmp_path / "spool.jsonl")
+    spool.path.write_text(OLD_LINE + "\n[1]\n" + _line(priced(make_cdr(1))) + "\n")
+    assert await spool.drain(repo) == 2  # the damaged line is skipped, the others imported
+    old_back, new_back = await repo.after(0, 10)
+    assert old_back.uuid == old.uuid and old_back.rate_prefix is None
+    assert (new_back.rate_prefix, new_back.billed_seconds, new_back.card_number) == (
+        "49",
+        60,
+        "123456789012",
+    )
 
 
 async def test_records_stay_pending_when_nothing_can_store_them(

@@ -9,16 +9,28 @@ from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import text
+from alembic import command
+from sqlalchemy import insert, inspect, text
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from minipbx.store import Database, StoreError
+from minipbx.store import (
+    Database,
+    SqlUserSettingsRepo,
+    StoreError,
+    default_url,
+    head_revision,
+)
 from minipbx.store.cdr_mirror import CdrMirror, mirror_url
 from minipbx.store.cdrs import CDR_FIELDS, CdrRecord, SqlCdrRepo
 from minipbx.store.cdrs_export import write_cdrs
+from minipbx.store.db import alembic_config
 from minipbx.store.errors import ConflictError
+from minipbx.store.models import Base
 
 T0 = datetime(2030, 5, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -55,6 +67,22 @@ def make_cdr(n: int, *, answered: bool = True, end: datetime | None = None) -> C
     )
 
 
+def priced(record: CdrRecord, *, card: str | None = "123456789012") -> CdrRecord:
+    """``record`` as billing prices it: rate 49 (0.10 fee, 0.60/min), 60 s billed."""
+    return replace(
+        record,
+        cost=Decimal("0.7000"),
+        rate_prefix="49",
+        connection_fee=Decimal("0.1000"),
+        price_per_minute=Decimal("0.600001"),
+        billed_seconds=60,
+        card_number=card,
+    )
+
+
+BILLING = ("rate_prefix", "connection_fee", "price_per_minute", "billed_seconds", "card_number")
+
+
 @pytest.fixture(params=[False, True], ids=["engine", "thread"])
 def repo(db: Database, request: pytest.FixtureRequest) -> Iterator[SqlCdrRepo]:
     """The repository, writing through the async engine or the SQLite writer thread."""
@@ -71,6 +99,30 @@ async def test_add_and_read_back_in_commit_order(repo: SqlCdrRepo) -> None:
     assert [replace(r, id=None) for r in back] == records  # every field survives, to the µs
     assert [r.id for r in await repo.after(back[0].id or 0, 1)] == [back[1].id]
     assert await repo.count() == 3
+
+
+async def test_billing_details_round_trip(repo: SqlCdrRepo) -> None:
+    records = [
+        priced(make_cdr(1)),
+        make_cdr(2),  # not priced: the details stay NULL
+        priced(make_cdr(3), card=None),
+        replace(priced(make_cdr(4)), rate_prefix="", connection_fee=Decimal(0)),  # catch-all
+    ]
+    assert await repo.add_many(records) == 4
+    back = [replace(r, id=None) for r in await repo.after(0, 10)]
+    assert back == records
+    first, second, third, fourth = back
+    assert (first.rate_prefix, first.billed_seconds, first.card_number) == (
+        "49",
+        60,
+        "123456789012",
+    )
+    assert first.price_per_minute == Decimal("0.600001")  # 6 decimals kept
+    assert isinstance(first.connection_fee, Decimal) and first.connection_fee == Decimal("0.1")
+    assert all(getattr(second, name) is None for name in BILLING)
+    assert third.card_number is None and third.rate_prefix == "49"
+    assert fourth.rate_prefix == "" and fourth.connection_fee == 0  # empty is not NULL
+    assert [replace(r, id=None) for r in await repo.between()] == records
 
 
 async def test_known_uuid_is_a_conflict_unless_skipped(repo: SqlCdrRepo) -> None:
@@ -127,6 +179,32 @@ async def test_export_csv_and_json(repo: SqlCdrRepo) -> None:
     assert json.loads(out.getvalue()) == []
 
 
+async def test_export_has_the_billing_columns_last(repo: SqlCdrRepo) -> None:
+    await repo.add_many([priced(make_cdr(0)), make_cdr(1)])
+    out = io.StringIO()
+    assert await write_cdrs(repo, out, "csv") == 2
+    rows = list(csv.DictReader(io.StringIO(out.getvalue())))
+    assert list(rows[0])[-len(BILLING) :] == list(BILLING)
+    assert [rows[0][name] for name in BILLING] == [
+        "49",
+        "0.100000",
+        "0.600001",
+        "60",
+        "123456789012",
+    ]
+    assert [rows[1][name] for name in BILLING] == [""] * len(BILLING)
+    out = io.StringIO()
+    assert await write_cdrs(repo, out, "json") == 2
+    billed, unbilled = json.loads(out.getvalue())
+    assert (billed["rate_prefix"], billed["connection_fee"], billed["billed_seconds"]) == (
+        "49",
+        "0.100000",
+        60,
+    )
+    assert billed["price_per_minute"] == "0.600001" and billed["card_number"] == "123456789012"
+    assert all(unbilled[name] is None for name in BILLING)
+
+
 def test_mirror_url_must_be_mysql() -> None:
     assert mirror_url("mysql://u:p@127.0.0.1/db").drivername == "mysql+asyncmy"
     for bad in ("postgresql://x/y", "sqlite:///x.db", "not a url", "mysql://127.0.0.1"):
@@ -160,6 +238,123 @@ async def test_mirror_creates_table_and_inserts_exactly_once(mysql_scratch_url: 
     assert rows[0][3] == Decimal("30.250") and rows[0][4] == Decimal("0.012345")
 
 
+async def _mirror_rows(url: str, sql: str) -> list[Any]:
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as conn:
+            return list((await conn.execute(text(sql))).all())
+    finally:
+        await engine.dispose()
+
+
+_BILLING_SQL = f"SELECT cdr_uuid, {', '.join(BILLING)} FROM cdr ORDER BY id"
+
+
+async def test_mirror_stores_the_billing_details(mysql_scratch_url: str) -> None:
+    mirror = CdrMirror(mysql_scratch_url)
+    records = [priced(make_cdr(1)), make_cdr(2)]
+    try:
+        await mirror.insert(records)
+    finally:
+        await mirror.close()
+    rows = await _mirror_rows(mysql_scratch_url, _BILLING_SQL)
+    assert [tuple(r) for r in rows] == [
+        (records[0].uuid, "49", Decimal("0.1"), Decimal("0.600001"), 60, "123456789012"),
+        (records[1].uuid, None, None, None, None, None),
+    ]
+
+
+# ``cdr`` as the versions before the billing details created it.
+_OLD_MIRROR_TABLE = """
+CREATE TABLE cdr (
+    id BIGINT NOT NULL AUTO_INCREMENT,
+    cdr_uuid VARCHAR(36) NOT NULL,
+    call_id VARCHAR(255) NOT NULL,
+    tenant_id INTEGER,
+    tenant VARCHAR(255) NOT NULL,
+    caller_number VARCHAR(64) NOT NULL,
+    caller_name VARCHAR(255) NOT NULL,
+    called_number VARCHAR(64) NOT NULL,
+    routed_number VARCHAR(64) NOT NULL,
+    route_type VARCHAR(16) NOT NULL,
+    trunk VARCHAR(255),
+    start_time DATETIME(3) NOT NULL,
+    answer_time DATETIME(3),
+    end_time DATETIME(3) NOT NULL,
+    duration NUMERIC(12, 3) NOT NULL,
+    billable_seconds INTEGER NOT NULL,
+    disposition VARCHAR(16) NOT NULL,
+    sip_status INTEGER NOT NULL,
+    reason_cause VARCHAR(255) NOT NULL,
+    hangup_by VARCHAR(16) NOT NULL,
+    cost NUMERIC(16, 6) NOT NULL,
+    currency VARCHAR(3) NOT NULL,
+    source_ip VARCHAR(64) NOT NULL,
+    user_agent VARCHAR(255) NOT NULL,
+    PRIMARY KEY (id),
+    UNIQUE (cdr_uuid)
+) ENGINE=InnoDB CHARSET=utf8mb4
+"""
+
+
+async def test_mirror_adds_missing_columns_to_an_older_table(
+    mysql_scratch_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine = create_async_engine(mysql_scratch_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.exec_driver_sql(_OLD_MIRROR_TABLE)
+            await conn.exec_driver_sql(
+                "INSERT INTO cdr (cdr_uuid, call_id, tenant, caller_number, caller_name, "
+                "called_number, routed_number, route_type, start_time, end_time, duration, "
+                "billable_seconds, disposition, sip_status, reason_cause, hangup_by, cost, "
+                "currency, source_ip, user_agent) VALUES ('old', 'c', 't', '1', '', '2', '2', "
+                "'local', '2030-01-01', '2030-01-01', 0, 0, 'FAILED', 500, '', 'system', 0, '', "
+                "'', '')"
+            )
+    finally:
+        await engine.dispose()
+    records = [priced(make_cdr(1)), make_cdr(2)]
+    caplog.set_level("INFO", logger="minipbx.cdr")
+    mirror = CdrMirror(mysql_scratch_url)
+    try:
+        await mirror.insert(records[:1])
+        await mirror.insert(records)  # columns checked once per connection life: no new ALTER
+    finally:
+        await mirror.close()
+    added = [r.getMessage() for r in caplog.records if "cdr_mirror_columns_added" in r.getMessage()]
+    assert added == [
+        "event=cdr_mirror_columns_added table=cdr "
+        "columns=rate_prefix,connection_fee,price_per_minute,billed_seconds,card_number"
+    ]
+    rows = await _mirror_rows(mysql_scratch_url, _BILLING_SQL)
+    assert [tuple(r) for r in rows] == [
+        ("old", None, None, None, None, None),  # existing rows: NULL
+        (records[0].uuid, "49", Decimal("0.1"), Decimal("0.600001"), 60, "123456789012"),
+        (records[1].uuid, None, None, None, None, None),
+    ]
+    columns = await _mirror_rows(
+        mysql_scratch_url,
+        "SELECT column_name, column_type, is_nullable FROM information_schema.columns "
+        "WHERE table_schema = DATABASE() AND table_name = 'cdr' ORDER BY ordinal_position",
+    )
+    shown = [(name, kind.removesuffix("(11)"), null) for name, kind, null in columns]
+    assert shown[-len(BILLING) :] == [  # at the end; "int(11)" on MariaDB, "int" on MySQL 8
+        ("rate_prefix", "varchar(32)", "YES"),
+        ("connection_fee", "decimal(16,6)", "YES"),
+        ("price_per_minute", "decimal(16,6)", "YES"),
+        ("billed_seconds", "int", "YES"),
+        ("card_number", "varchar(32)", "YES"),
+    ]
+    mirror = CdrMirror(mysql_scratch_url)  # a restart: nothing left to add
+    caplog.clear()
+    try:
+        await mirror.insert([priced(make_cdr(3))])
+    finally:
+        await mirror.close()
+    assert not [r for r in caplog.records if "cdr_mirror_columns_added" in r.getMessage()]
+
+
 async def test_mirror_unreachable_and_refused_are_store_errors(mysql_scratch_url: str) -> None:
     for url in (
         "mysql+asyncmy://root@127.0.0.1:1/x",
@@ -173,3 +368,69 @@ async def test_mirror_unreachable_and_refused_are_store_errors(mysql_scratch_url
             assert "CDR copy to mysql" in str(info.value)
         finally:
             await mirror.close()
+
+
+# --- migration 0007 ----------------------------------------------------------------------------
+
+
+def _downgrade(conn: Connection, revision: str) -> None:
+    cfg = alembic_config()
+    cfg.attributes["connection"] = conn
+    command.downgrade(cfg, revision)
+
+
+def _columns(conn: Connection, table: str) -> set[str]:
+    return {c["name"] for c in inspect(conn).get_columns(table)}
+
+
+async def _check_migration_0007(db: Database) -> None:
+    await db.upgrade("0006")
+    old = make_cdr(1)
+    row = {name: getattr(old, name) for name in CDR_FIELDS if name not in BILLING}
+    async with db.write() as session:  # the 0006 schema: only the columns it had
+        await session.execute(
+            text(
+                "INSERT INTO tenants (id, name, domain, realm, is_default, created_at) "
+                "VALUES (1, 'Default', 'default', 'minipbx', :t, :now)"
+            ),
+            {"t": True, "now": T0.replace(tzinfo=None)},
+        )
+        await session.execute(
+            text(
+                "INSERT INTO users (id, tenant_id, extension, display_name, ha1_md5, ha1_sha256, "
+                "enabled, created_at, updated_at) VALUES (7, 1, '100', '', :md5, :sha, :t, "
+                ":now, :now)"
+            ),
+            {"md5": "a" * 32, "sha": "b" * 64, "t": True, "now": T0.replace(tzinfo=None)},
+        )
+        cdrs = Base.metadata.tables["cdrs"]
+        await session.execute(insert(cdrs), [row])  # names only the 0006 columns
+    await db.upgrade()
+    repo = SqlCdrRepo(db)
+    (back,) = await repo.after(0, 10)
+    assert replace(back, id=None) == old  # existing records: the details NULL
+    assert (await SqlUserSettingsRepo(db).get_settings(7)).voicemail_max_seconds is None
+    await repo.add_many([priced(make_cdr(2))])
+    assert replace((await repo.after(back.id or 0, 1))[0], id=None) == priced(make_cdr(2))
+    await SqlUserSettingsRepo(db).update_settings(7, voicemail_max_seconds=60)
+    async with db.engine.begin() as conn:
+        await conn.run_sync(_downgrade, "0006")
+    async with db.engine.connect() as conn:
+        assert not await conn.run_sync(_columns, "cdrs") & set(BILLING)
+        assert "voicemail_max_seconds" not in await conn.run_sync(_columns, "users")
+    async with db.read() as session:
+        assert await session.scalar(text("SELECT count(*) FROM cdrs")) == 2  # rows kept
+    await db.upgrade()
+    assert await db.current_revision() == head_revision()
+
+
+async def test_migration_0007_on_sqlite(tmp_path: Path) -> None:
+    database = Database(default_url(tmp_path))
+    try:
+        await _check_migration_0007(database)
+    finally:
+        await database.close()
+
+
+async def test_migration_0007_on_server(server_db: Database) -> None:
+    await _check_migration_0007(server_db)

@@ -85,7 +85,9 @@ async def test_user_settings_defaults_and_update(db: Database, users: SqlUserRep
     assert settings.voicemail_enabled and settings.voicemail_email_attach
     assert not (settings.prepaid or settings.free_account or settings.voicemail_delete_after_mail)
     assert settings.balance == settings.credit_limit == Decimal(0)
-    assert settings.dial_plan_id is settings.rate_table_id is settings.voicemail_pin is None
+    assert settings.dial_plan_id is None and settings.rate_table_id is None
+    assert settings.voicemail_pin is None
+    assert settings.voicemail_max_seconds is None  # the tenant's setting applies
 
     before = await users.users_version()
     plan = await SqlDialPlanRepo(db).add(user.tenant_id, "default")
@@ -140,6 +142,11 @@ async def test_user_settings_defaults_and_update(db: Database, users: SqlUserRep
         ({"followme": "102:2"}, "followme"),  # ring time below 5 s
         ({"followme": "10 2"}, "followme"),
         ({"followme_mode": "round-robin"}, "followme_mode"),
+        ({"voicemail_max_seconds": 4}, "voicemail_max_seconds"),
+        ({"voicemail_max_seconds": 3601}, "voicemail_max_seconds"),
+        ({"voicemail_max_seconds": "2 min"}, "voicemail_max_seconds"),
+        ({"voicemail_max_seconds": 60.5}, "voicemail_max_seconds"),
+        ({"voicemail_max_seconds": True}, "voicemail_max_seconds"),
     ],
 )
 async def test_user_settings_bad_input_names_field(
@@ -148,6 +155,24 @@ async def test_user_settings_bad_input_names_field(
     user = await users.add("100", "pw")
     with pytest.raises(InvalidInputError, match=named):
         await SqlUserSettingsRepo(db).update_settings(user.id, **fields)
+
+
+async def test_voicemail_max_seconds_per_user(db: Database, users: SqlUserRepo) -> None:
+    user = await users.add("100", "pw")
+    repo = SqlUserSettingsRepo(db)
+    before = await users.users_version()
+    for given, stored in (("5", 5), (3600, 3600), (" 90 ", 90)):
+        changed = await repo.update_settings(user.id, voicemail_max_seconds=given)
+        assert changed.voicemail_max_seconds == stored
+        assert (await repo.get_settings(user.id)).voicemail_max_seconds == stored
+    assert await users.users_version() > before  # the voicemail store reloads on it
+    for empty in (None, ""):  # back to the tenant's setting
+        await repo.update_settings(user.id, voicemail_max_seconds=90)
+        changed = await repo.update_settings(user.id, voicemail_max_seconds=empty)
+        assert changed.voicemail_max_seconds is None
+    with pytest.raises(InvalidInputError, match=r"voicemail_max_seconds.*between 5 and 3600"):
+        await repo.update_settings(user.id, voicemail_max_seconds=0)
+    assert (await repo.get_settings(user.id)).voicemail_max_seconds is None  # unchanged
 
 
 async def test_followme_settings_are_stored_in_canonical_form(

@@ -85,10 +85,12 @@ async def test_users_with_settings(
             "credit_limit": "2.5",
             "currency": "eur",
             "media_relay": "always",
+            "voicemail_max_seconds": 300,
         },
     )
     assert r.status_code == 201, r.text
     user = r.json()
+    assert user["voicemail_max_seconds"] == 300
     assert user["tenant_id"] == tenants.a.id and user["domain"] == "a.example"
     assert (user["call_level"], user["forward_busy"], user["currency"]) == (3, "201", "EUR")
     assert user["voicemail_pin_set"] is True and "voicemail_pin" not in user
@@ -103,6 +105,9 @@ async def test_users_with_settings(
     )
     assert r.status_code == 200, r.text
     assert r.json()["enabled"] is False and r.json()["voicemail_pin_set"] is False
+    assert r.json()["voicemail_max_seconds"] == 300  # not named: unchanged
+    r = await alice.patch(f"{API}/users/{uid}", json={"voicemail_max_seconds": None})
+    assert r.status_code == 200 and r.json()["voicemail_max_seconds"] is None
     stored = await ctx.users.get("200", domain="a.example")
     assert stored is not None
     assert stored.ha1_md5 == Credentials.from_password("200", "a.example", "new-secret").ha1_md5
@@ -117,6 +122,9 @@ async def test_users_with_settings(
         "voicemail_pin"
     )
     assert loc(await alice.patch(f"{API}/users/{uid}", json={"email": "nope"}))[-1] == "email"
+    for bad in (4, 3601, "long"):
+        r = await alice.patch(f"{API}/users/{uid}", json={"voicemail_max_seconds": bad})
+        assert loc(r)[-1] == "voicemail_max_seconds", bad
     assert loc(await alice.patch(f"{API}/users/{uid}", json={"balance": "100"}))[-1] == "balance"
     assert loc(await alice.patch(f"{API}/users/{uid}", json={"extension": "9"}))[-1] == "extension"
     assert (

@@ -6,7 +6,9 @@ import csv
 import io
 import json
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import httpx
 
@@ -149,7 +151,14 @@ async def test_cdr_search_paging_and_export(
     records = [
         cdr(0, a, "200", "201", "ANSWERED"),
         cdr(1, a, "201", "200", "BUSY"),
-        cdr(2, a, "200", "0033123", "ANSWERED"),
+        replace(
+            cdr(2, a, "200", "0033123", "ANSWERED"),
+            rate_prefix="33",
+            connection_fee=Decimal("0.1000"),
+            price_per_minute=Decimal("0.25"),
+            billed_seconds=60,
+            card_number="9876",
+        ),
         cdr(3, a, "a_%b", "201", "FAILED"),
         cdr(4, tenants.b.id, "300", "301", "ANSWERED"),
     ]
@@ -176,10 +185,22 @@ async def test_cdr_search_paging_and_export(
     assert (await alice.get(f"{API}/cdrs", params={"since": "yesterday"})).status_code == 422
     one = (await alice.get(f"{API}/cdrs/{page['items'][0]['id']}")).json()
     assert numbers([one]) == [3] and one["cost"] == "0.012345"
+    assert (one["rate_prefix"], one["billed_seconds"], one["card_number"]) == (None, None, None)
+    card_call = (await alice.get(f"{API}/cdrs", params={"caller": "200"})).json()["items"][0]
+    assert numbers([card_call]) == [2]
+    assert (card_call["rate_prefix"], card_call["billed_seconds"]) == ("33", 60)
+    assert (card_call["connection_fee"], card_call["price_per_minute"]) == ("0.100000", "0.250000")
+    assert card_call["card_number"] == "9876"
     export = await alice.get(f"{API}/cdrs/export", params={"caller": "200"})
     assert export.headers["content-type"].startswith("text/csv")
     rows = list(csv.DictReader(io.StringIO(export.text)))
     assert numbers(rows) == [0, 2]  # oldest first
+    assert [rows[1][name] for name in ("rate_prefix", "billed_seconds", "card_number")] == [
+        "33",
+        "60",
+        "9876",
+    ]
+    assert rows[0]["rate_prefix"] == rows[0]["card_number"] == ""
     assert rows[0]["end_time"] == "2030-05-01T12:00:30.250Z" and rows[0]["duration"] == "30.250"
     as_json = await alice.get(f"{API}/cdrs/export", params={"format": "json"})
     assert numbers(json.loads(as_json.text)) == [0, 1, 2, 3]

@@ -132,6 +132,7 @@ SECTIONS = (
                     "voicemail_pin",
                     "voicemail_email_attach",
                     "voicemail_delete_after_mail",
+                    "voicemail_max_seconds",
                 ),
             ),
             ("Billing", ("prepaid", "credit_limit", "currency", "rate_table_id")),

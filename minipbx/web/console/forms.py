@@ -65,6 +65,7 @@ LABELS = {
     "voicemail_pin": "Voicemail PIN",
     "voicemail_email_attach": "Attach recording to e-mail",
     "voicemail_delete_after_mail": "Delete after e-mailing",
+    "voicemail_max_seconds": "Max voicemail message length (s)",
     "forward_unconditional": "Forward always to",
     "forward_busy": "Forward when busy to",
     "forward_no_answer": "Forward on no answer to",

@@ -38,6 +38,7 @@ USER = {
     "no_answer_seconds": "25",
     "voicemail_enabled": "on",
     "voicemail_pin": "4321",
+    "voicemail_max_seconds": "45",
     "prepaid": "on",
     "credit_limit": "5.5",
     "currency": "EUR",
@@ -48,8 +49,15 @@ async def test_user_create_edit_delete(
     tenant_a: Console, ctx: WebContext, tenants: Tenants
 ) -> None:
     form = await tenant_a.get("/users/new")
-    for name in ("call_level", "dial_plan_id", "forward_unconditional", "voicemail_pin"):
+    for name in (
+        "call_level",
+        "dial_plan_id",
+        "forward_unconditional",
+        "voicemail_pin",
+        "voicemail_max_seconds",
+    ):
         assert f'name="{name}"' in form.text, name
+    assert "Max voicemail message length (s)" in form.text
     assert 'name="tenant_id"' not in form.text  # a tenant admin's users go to its tenant
     r = await tenant_a.post("/users/new", USER)
     assert r.status_code == 303 and r.headers["location"] == "/users?done=created"
@@ -58,6 +66,7 @@ async def test_user_create_edit_delete(
     settings = await ctx.user_settings.get_settings(user.id)
     assert settings.call_level == 2 and settings.max_concurrent_calls == 3
     assert settings.forward_busy == "701" and settings.voicemail_pin == "4321"
+    assert settings.voicemail_max_seconds == 45
     assert (
         settings.media_relay == "always" and settings.prepaid and settings.max_call_seconds is None
     )
@@ -68,12 +77,15 @@ async def test_user_create_edit_delete(
     assert 'value="701"' in edit.text and "4321" not in edit.text  # the PIN is write-only
     assert 'value="secret-700"' not in edit.text
     assert "Balance" in edit.text and 'name="balance"' not in edit.text  # read-only
+    assert 'name="voicemail_max_seconds"' in edit.text and 'value="45"' in edit.text
     changed = {**USER, "call_level": "5", "voicemail_pin": "", "password": "", "prepaid": ""}
+    changed["voicemail_max_seconds"] = ""  # empty: back to the tenant's setting
     del changed["prepaid"]
     r = await tenant_a.post(f"/users/{user.id}", changed)
     assert r.status_code == 303, r.text
     settings = await ctx.user_settings.get_settings(user.id)
     assert settings.call_level == 5 and settings.voicemail_pin == "4321"  # empty: unchanged
+    assert settings.voicemail_max_seconds is None
     assert not settings.prepaid
 
     # bad input: errors next to the fields, values kept
@@ -85,6 +97,10 @@ async def test_user_create_edit_delete(
     errors = re.findall(r'<div class="field[^"]*has-error">.*?name="([a-z_]+)"', bad.text, re.S)
     assert errors and errors[0] in ("call_level", "email", "forward_busy"), errors
     assert 'value="not a number!"' in bad.text
+    bad = await tenant_a.post(f"/users/{user.id}", {**USER, "voicemail_max_seconds": "4"})
+    assert bad.status_code == 422
+    errors = re.findall(r'<div class="field[^"]*has-error">.*?name="([a-z_]+)"', bad.text, re.S)
+    assert errors == ["voicemail_max_seconds"] and 'value="4"' in bad.text
 
     # delete: a confirmation page, then the second POST
     page = await tenant_a.get(f"/users/{user.id}/delete")
