@@ -1043,18 +1043,22 @@ class B2BUA:
                 for leg in list(call.legs):  # failover appends new legs
                     if not leg.heard and leg.final == 0:  # silent trunk: as a 408
                         self._leg_final(call, leg, 408, now)
+            elif call.winner is None and self._no_answer_forward(call, now):
+                heapq.heappush(timers, (call.due, call.id))  # rung somewhere else (voicemail)
             else:
                 call.disposition = Disposition.NO_ANSWER
                 self.hangup(call, now, "no_answer")
 
-    def _no_answer_forward(self, call: Call, now: float) -> None:
-        """The callee let it ring its no-answer time: stop ringing it, ring the forward."""
+    def _no_answer_forward(self, call: Call, now: float) -> bool:
+        """The callee let it ring its no-answer time (or the ring timeout): stop ringing
+        it, ring the forward; False when there is none."""
         ringing = [leg for leg in call.legs if not leg.superseded and leg.final == 0]
         forwards = ringing[0].forwards if ringing else 69
         if call.winner is not None or not self._forward(call, "no_answer", now, forwards):
-            return
+            return False
         for leg in ringing:
             self._cancel_leg(leg, now)
+        return True
 
     def _probe(self, call: Call, now: float) -> None:
         """In-dialog OPTIONS to both legs: a 408/481 or timeout ends the call."""

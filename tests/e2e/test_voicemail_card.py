@@ -22,6 +22,7 @@ from decimal import Decimal
 from email import message_from_bytes
 from email.message import Message
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -43,7 +44,22 @@ from tests.e2e.test_trunks import in_db
 pytestmark = pytest.mark.slow
 
 BOX, CALLER, OWNER_PHONE, CARD_CALLER, NO_ANSWER = "600", "601", "602", "603", "604"
-USERS = (BOX, CALLER, OWNER_PHONE, CARD_CALLER, NO_ANSWER)
+# Follow-me and forwarding: who forwards (and how) -> the extension it reaches.
+SEQUENTIAL, SIMULTANEOUS = "605", "607"  # follow-me to 606 / 608 (this one ends in voicemail)
+FORWARDS = {  # user: (setting, target)
+    "609": ("forward_unconditional", "610"),
+    "611": ("forward_busy", "612"),
+    "613": ("forward_unreachable", "614"),
+    "615": ("forward_no_answer", "616"),
+}
+USERS = (
+    BOX,
+    CALLER,
+    OWNER_PHONE,
+    CARD_CALLER,
+    NO_ANSWER,
+    *(str(n) for n in range(605, 617)),
+)
 CARD_ACCESS = "700"
 CARD_NUMBER, CARD_PIN = "5550001", "4321"
 CARD_BALANCE = Decimal("0.20")
@@ -87,10 +103,25 @@ async def _configure(db: Database, users: dict[str, str], smtp_port: int, trunk:
     for extension, password in users.items():
         email = f"vm{extension}@example.test" if extension == BOX else None
         user = await SqlUserRepo(db).add(extension, password, email=email)
-        await settings.update_settings(user.id, voicemail_enabled=extension in (BOX, NO_ANSWER))
-    no_answer = await SqlUserRepo(db).get(NO_ANSWER)
-    assert no_answer is not None
-    await settings.update_settings(no_answer.id, no_answer_seconds=2)
+        await settings.update_settings(
+            user.id, voicemail_enabled=extension in (BOX, NO_ANSWER, SIMULTANEOUS)
+        )
+    special: dict[str, dict[str, object]] = {
+        NO_ANSWER: {"no_answer_seconds": 2},
+        SEQUENTIAL: {"followme_mode": "sequential", "followme": "606:5", "no_answer_seconds": 2},
+        # Its own phone rings 2 s, 608 5 s: longer than the server's ring timeout (3 s).
+        SIMULTANEOUS: {
+            "followme_mode": "simultaneous",
+            "followme": "608:5",
+            "no_answer_seconds": 2,
+        },
+        **{user: {setting: target} for user, (setting, target) in FORWARDS.items()},
+        "615": {"forward_no_answer": "616", "no_answer_seconds": 2},
+    }
+    for extension, values in special.items():
+        found = await SqlUserRepo(db).get(extension)
+        assert found is not None
+        await settings.update_settings(found.id, **values)
     store = SqlSettingsRepo(db)
     for key, value in {
         "smtp.host": HOST,
@@ -460,3 +491,68 @@ def test_calling_card_call_is_cut_when_the_money_runs_out(
     charges = [e for e in entries if e.kind == "charge"]  # type: ignore[attr-defined]
     assert len(charges) == 1 and -charges[0].amount == CARD_BALANCE  # type: ignore[attr-defined]
     assert time.monotonic() - started < 50
+
+
+# --- follow-me and forwarding -------------------------------------------------------------------
+
+
+def _phone(lab: Lab, sipp: SippFactory, register: RegisterFn, ext: str, scenario: str) -> Any:
+    port = free_port()
+    register(ext, lab.passwords[ext], port)
+    return sipp(scenario, name=f"phone-{ext}", port=port, recv_timeout=20).start()
+
+
+def _call(lab: Lab, sipp: SippFactory, callee: str) -> Any:
+    caller = sipp("uac_call.xml", name="caller", rows=[_row(lab, CALLER, callee)], auth=True)
+    caller.recv_timeout = 20.0
+    caller.timeout = 30.0
+    return caller.run()
+
+
+def test_sequential_followme_rings_own_phone_then_the_next(
+    lab: Lab, pbx: Pbx, sipp: SippFactory, register: RegisterFn
+) -> None:
+    own = _phone(lab, sipp, register, SEQUENTIAL, "uas_ring.xml")
+    other = _phone(lab, sipp, register, "606", "uas_answer.xml")
+    result = _call(lab, sipp, SEQUENTIAL)
+    assert result.returncode == 0, result.describe()
+    assert own.wait(10).returncode == 0 and other.wait(10).returncode == 0  # CANCEL, answer
+    log = pbx.log_since_mark()
+    assert "why=no_answer to=606" in log, log
+
+
+def test_simultaneous_followme_ends_in_voicemail(
+    lab: Lab, pbx: Pbx, sipp: SippFactory, register: RegisterFn, tmp_path: Path
+) -> None:
+    own = _phone(lab, sipp, register, SIMULTANEOUS, "uas_ring.xml")
+    other = _phone(lab, sipp, register, "608", "uas_ring.xml")
+    scenario = caller_scenario(tmp_path / "c.xml", pcap=AUDIO_PCAP, pause_ms=5000, after_ms=7500)
+    caller = sipp(scenario, name="caller", rows=[_row(lab, CALLER, SIMULTANEOUS)], auth=True)
+    caller.timeout = 40.0
+    result = caller.run()
+    assert result.returncode == 0, result.describe()
+    assert own.wait(10).returncode == 0 and other.wait(10).returncode == 0  # both rang, CANCEL
+    log = pbx.log_since_mark()
+    assert f"to=voicemail:{SIMULTANEOUS}" in log, log
+    assert len(lab.db(lambda db: _messages(db, SIMULTANEOUS))) == 1, log
+
+
+@pytest.mark.parametrize("user", sorted(FORWARDS))
+def test_forwarding_of_each_kind(
+    lab: Lab, pbx: Pbx, sipp: SippFactory, register: RegisterFn, user: str
+) -> None:
+    setting, target = FORWARDS[user]
+    behaviour = {
+        "forward_unconditional": None,  # never rung
+        "forward_busy": "uas_busy.xml",
+        "forward_unreachable": None,  # not registered
+        "forward_no_answer": "uas_ring.xml",
+    }[setting]
+    first = _phone(lab, sipp, register, user, behaviour) if behaviour else None
+    answering = _phone(lab, sipp, register, target, "uas_answer.xml")
+    result = _call(lab, sipp, user)
+    assert result.returncode == 0, result.describe()
+    assert answering.wait(10).returncode == 0
+    if first is not None:
+        assert first.wait(10).returncode == 0
+    assert 181 in result.responses("INVITE"), result.describe()  # RFC 3261 21.1.3

@@ -290,3 +290,12 @@ def test_followme_to_an_external_number_goes_through_the_plan() -> None:
     p = _phones(net, "100", "101")
     p["100"].invite("101")
     assert provider.invites and _invites(p["101"]) == 0
+
+
+def test_ring_timeout_before_the_no_answer_time_still_reaches_voicemail() -> None:
+    net, p, host = _with_voicemail({"101": {"voicemail": True, "no_answer_seconds": 45}})
+    p["101"].answer = Phone.ring_only
+    p["100"].invite("101")
+    net.advance(31)  # the harness's ring timeout is 30 s
+    assert host.started and host.started[0][0] == "voicemail:101"
+    assert _statuses(p["100"])[-1] == 200
