@@ -41,6 +41,7 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import math
 import os
 import re
 import time
@@ -50,6 +51,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 from minipbx.pbx.cards import (
     CardFlowSettings,
@@ -61,7 +63,7 @@ from minipbx.pbx.cards import (
     run_balance,
     run_card,
 )
-from minipbx.pbx.channel import Channel, TransferKind
+from minipbx.pbx.channel import Channel, ChannelClosedError, TransferKind
 from minipbx.pbx.charging import RateIndex, RateRule
 from minipbx.pbx.prepaid import (
     AccountKey,
@@ -477,14 +479,40 @@ class CardDesk:
         self._runtime.gate.release(call_key)
 
 
+@runtime_checkable
+class ReturningChannel(Channel, Protocol):
+    """A channel whose transfers can come back to the service
+    (:class:`minipbx.services.CallChannel`)."""
+
+    async def transfer(self, kind: TransferKind, target: str, *, come_back: bool = False) -> int:
+        """:meth:`Channel.transfer`; ``come_back``: the caller returns when the callee
+        hangs up (await :meth:`returned`)."""
+        ...
+
+    async def returned(self) -> float:
+        """After an answered ``come_back`` transfer: the seconds its callee was connected,
+        once the caller is back (ChannelClosedError: the whole call ended instead)."""
+        ...
+
+
+def whole_seconds(seconds: float) -> int:
+    """Answered seconds as charged: to the nearest second, half up (as the CDR's
+    ``billable_seconds`` and :meth:`PrepaidGate.price`)."""
+    return math.floor(round(max(seconds, 0.0), 3) + 0.5)
+
+
 class TransferDialer:
     """Places card calls with :meth:`Channel.transfer` (``TransferKind.NUMBER``).
 
     The limit goes to the B2BUA as data: the router finds it, with the card's dial plan,
     through :meth:`PrepaidGate.card_call` by the call id when it routes the transfer. An
     answered transfer is reported with :meth:`PrepaidGate.connected`, so the call is
-    charged from then. Today an answered transfer leaves the service for good
-    (:attr:`DialOutcome.returned` False); see docs/billing.md.
+    charged from then. On a :class:`ReturningChannel` the transfer asks to come back: when
+    the callee hangs up the caller is back with the card flow (:attr:`DialOutcome.returned`,
+    the flow settles the answered seconds before asking for the next number). When the
+    whole call ends first (the caller hangs up, or the card's limit cuts the call: the
+    B2BUA ends the whole call then) the outcome is not ``returned``: the call listener
+    prices the card call from its answer to the end (:meth:`PrepaidGate.price`).
     """
 
     def __init__(self, gate: PrepaidGate) -> None:
@@ -500,10 +528,20 @@ class TransferDialer:
         """Transfer to ``destination``, cut ``authorization.max_seconds`` after its answer
         (``max_seconds``: a shorter limit still)."""
         self._gate.arm_transfer(channel.call_id, max_seconds)
-        status = await channel.transfer(TransferKind.NUMBER, destination)
-        if status == 200:
-            self._gate.connected(channel.call_id, channel.now())
-        return DialOutcome(status)
+        if not isinstance(channel, ReturningChannel):
+            status = await channel.transfer(TransferKind.NUMBER, destination)
+            if status == 200:
+                self._gate.connected(channel.call_id, channel.now())
+            return DialOutcome(status)
+        status = await channel.transfer(TransferKind.NUMBER, destination, come_back=True)
+        if status != 200:
+            return DialOutcome(status)
+        self._gate.connected(channel.call_id, channel.now())
+        try:
+            seconds = await channel.returned()
+        except ChannelClosedError:  # the whole call ended: priced at its end
+            return DialOutcome(200)
+        return DialOutcome(200, returned=True, answered_seconds=whole_seconds(seconds))
 
 
 class CallingCardService:

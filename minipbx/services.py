@@ -8,6 +8,11 @@ against) and runs the service as a task. A transfer rings the new party with no 
 offer reaches the caller in a re-INVITE and the endpoint closes: the two phones then talk
 end to end (or through the relay), as in miniSipServer's media model.
 
+A transfer may ask to come back (``CallChannel.transfer(..., come_back=True)``, the calling
+card): when its callee hangs up, the B2BUA re-INVITEs the caller without an offer and
+:meth:`ServiceRunner.resume` answers the caller's offer with a new endpoint; the service,
+waiting in :meth:`CallChannel.returned`, carries on.
+
 Every B2BUA action from a task is followed by ``flush`` (the app sends what it queued).
 """
 
@@ -112,7 +117,9 @@ class ForwardCodes:
 class CallControl(Protocol):
     """What services need of the B2BUA (``minipbx.pbx.b2bua.B2BUA``)."""
 
-    def transfer(self, call: Call, kind: str, target: str, now: float) -> None: ...
+    def transfer(
+        self, call: Call, kind: str, target: str, now: float, come_back: bool = False
+    ) -> None: ...
 
     def hangup(
         self, call: Call, now: float, reason: str, headers: Sequence[tuple[str, str]] = ()
@@ -138,6 +145,10 @@ class CallChannel:
         self._call = call
         self.endpoint = endpoint
         self.transfer_result: asyncio.Future[int] | None = None
+        # A transfer that comes back: resolved by ServiceRunner.resume with the seconds its
+        # callee was connected (from ``connected_at``, loop time of its answer).
+        self.come_back: asyncio.Future[float] | None = None
+        self.connected_at: float | None = None
 
     @property
     def call_id(self) -> str:
@@ -198,18 +209,40 @@ class CallChannel:
         result = await self._media(self.endpoint.record(max_seconds, silence_seconds, terminators))
         return Recording(result.wav, result.seconds, result.reason)
 
-    async def transfer(self, kind: TransferKind, target: str) -> int:
+    async def transfer(self, kind: TransferKind, target: str, *, come_back: bool = False) -> int:
+        """Hand the caller to ``target``; the status (200: answered). ``come_back``: when
+        the callee hangs up the caller returns to this service (await :meth:`returned`)."""
         loop = self._runner.loop
         self.transfer_result = result = loop.create_future()
-        self._runner.control_transfer(self._call, kind.value, target)
+        self.come_back = loop.create_future() if come_back else None
+        self.connected_at = None
+        self._runner.control_transfer(self._call, kind.value, target, come_back)
         if not result.done():  # ringing: the caller hears ringback meanwhile
             ringing = loop.create_task(self._ring())
             try:
                 await asyncio.wait([result])
             finally:
                 ringing.cancel()
-        status: int = result.result()  # ChannelClosedError when the call ended meanwhile
+        try:
+            status: int = result.result()  # ChannelClosedError when the call ended meanwhile
+        except ChannelClosedError:
+            self.come_back = None
+            raise
+        if status != 200:
+            self.come_back = None
         return status
+
+    async def returned(self) -> float:
+        """After an answered ``come_back`` transfer: wait until its callee hung up and the
+        caller is back with the service (new media); the seconds the callee was connected.
+        Raises ChannelClosedError when the whole call ended instead."""
+        waiting = self.come_back
+        if waiting is None:
+            raise RuntimeError("no transfer to come back from")
+        try:
+            return await waiting
+        finally:
+            self.come_back = None
 
     async def _ring(self) -> None:
         tone_ = ringback()
@@ -275,18 +308,41 @@ class ServiceRunner:
         if not handler.accepts(call.tenant_id, arg):
             log.warning("event=service_unknown call=%s service=%s", call.id, service)
             raise ServiceError(404, "No Such Service")
+        endpoint, answer = self._open(call, offer)
+        running = _Running(CallChannel(self, call, endpoint))
+        self._running[call.id] = running
+        running.task = self.loop.create_task(self._run(call, running, handler, service, arg))
+        return answer
+
+    def _open(self, call: Call, offer: bytes) -> tuple[MediaEndpoint, bytes]:
+        """A media endpoint answering the caller's ``offer``, and the answer."""
         if not offer:  # the caller wants our offer: not supported yet
             raise ServiceError(488, "Not Acceptable Here (an SDP offer is needed)")
         try:
-            endpoint, answer = self.open_media(call, offer)
+            return self.open_media(call, offer)
         except OfferError as exc:
             raise ServiceError(exc.status, str(exc)) from None
         except (MediaError, OSError) as exc:  # no free RTP port
             log.error("event=service_no_media call=%s error=%s", call.id, exc)
             raise ServiceError(503, "Service Unavailable") from None
-        running = _Running(CallChannel(self, call, endpoint))
-        self._running[call.id] = running
-        running.task = self.loop.create_task(self._run(call, running, handler, service, arg))
+
+    def resume(self, call: Call, offer: bytes) -> bytes:
+        """The caller of a transfer that asked to come back is back (its callee hung up):
+        new media answering the caller's ``offer`` (from its 2xx to the B2BUA's offerless
+        re-INVITE, RFC 3264 5), and the service waiting in :meth:`CallChannel.returned`
+        carries on."""
+        running = self._running.get(call.id)
+        channel = running.channel if running is not None else None
+        waiting = channel.come_back if channel is not None else None
+        if channel is None or waiting is None or waiting.done():
+            raise ServiceError(481, "Call/Transaction Does Not Exist")
+        endpoint, answer = self._open(call, offer)
+        channel.endpoint.close("replaced")  # closed at the transfer already
+        channel.endpoint = endpoint
+        ended = call.returned_at if call.returned_at is not None else self.loop.time()
+        connected = channel.connected_at if channel.connected_at is not None else ended
+        waiting.set_result(max(ended - connected, 0.0))
+        log.info("event=service_resumed call=%s", call.id)
         return answer
 
     def media_update(self, call: Call, body: bytes) -> bytes | None:
@@ -322,6 +378,7 @@ class ServiceRunner:
         if result is not None and not result.done():
             result.set_result(status)
         if status == 200:  # the phones talk to each other now: our media leg is over
+            running.channel.connected_at = self.loop.time()
             running.channel.endpoint.close("transferred")
 
     def stop(self, call: Call) -> None:
@@ -329,18 +386,20 @@ class ServiceRunner:
         if running is None:
             return
         result = running.channel.transfer_result
-        if result is not None and not result.done():
+        if result is not None and not result.done():  # still ringing: transfer() raises
             result.set_exception(ChannelClosedError("the call ended"))
+        elif (waiting := running.channel.come_back) is not None and not waiting.done():
+            waiting.set_exception(ChannelClosedError("the call ended"))  # for returned()
         running.channel.endpoint.close("call ended")
 
     # -- from the service task ---------------------------------------------------------------
 
-    def control_transfer(self, call: Call, kind: str, target: str) -> None:
+    def control_transfer(self, call: Call, kind: str, target: str, come_back: bool = False) -> None:
         control = self.control()
         if control is None:
             self.transferred(call, 503)
             return
-        control.transfer(call, kind, target, self.loop.time())
+        control.transfer(call, kind, target, self.loop.time(), come_back)
         self.flush()
 
     def hangup(self, call: Call, reason: str) -> None:

@@ -88,6 +88,7 @@ class _Relay:
     call: Call
     server: ServerTransaction | None  # None: our own re-INVITE handing a service's call back
     to_a: bool  # True when we sent it to the caller (it came from the callee)
+    resume: bool = False  # our offerless re-INVITE bringing the caller back to its service
 
 
 class B2BUA:
@@ -204,6 +205,7 @@ class B2BUA:
             self.counts.remove(call)
         call.callee, call.route_kind, call.trunk = route.callee, route.kind, route.trunk
         call.max_seconds = route.max_seconds
+        call.warn_at = route.warn_at
         call.failover = route.failover
         call.failover_at = now + self.settings.failover_timeout if route.failover else None
         call.no_answer_at = now + route.no_answer if route.no_answer else None
@@ -343,7 +345,7 @@ class B2BUA:
             return
         call, leg, relay = entry
         if relay is not None and relay.server is None:
-            self._hand_back_response(call, tx, response, now)
+            self._hand_back_response(relay, tx, response, now)
         elif relay is not None:
             self._relay_response(relay, tx, response, now)
         elif leg is not None and tx.request.method == "INVITE":
@@ -607,6 +609,9 @@ class B2BUA:
             return True
         method = request.method
         if method == "BYE":
+            if from_leg is not None and from_leg is call.winner and call.come_back is not None:
+                self._come_back(call, from_leg, tx, request, now)  # the caller stays
+                return True
             call.held = (tx, request.response(200))  # sent by _end or recorded()
             call.reason = call.reason or _reason_of(request)
             self._hangup_other(call, from_leg, now, request)
@@ -765,11 +770,18 @@ class B2BUA:
         log.info("event=call_service call=%s from=%s service=%s", call.id, call.caller, service)
         return None
 
-    def transfer(self, call: Call, kind: str, target: str, now: float) -> None:
+    def transfer(
+        self, call: Call, kind: str, target: str, now: float, come_back: bool = False
+    ) -> None:
         """A service hands its caller on: ring the router's choice for ``kind``/``target``
         with no offer; the answer's offer goes to the caller in a re-INVITE, its answer to
         the callee in the ACK (RFC 3725 4, flow I). The outcome comes back through
-        ``ServiceHost.transferred``."""
+        ``ServiceHost.transferred``.
+
+        ``come_back``: when the callee of the answered transfer hangs up, the caller goes
+        back to the service (:meth:`_come_back`, ``ServiceHost.resume``) instead of the
+        call ending. The caller's BYE, and the transfer's duration limit, still end the
+        whole call."""
         services = self.services
         if services is None:
             return
@@ -792,6 +804,7 @@ class B2BUA:
         call.transfer_limit, call.max_seconds = call.max_seconds, previous
         call.no_answer_at = call.failover_at = None  # the service decides what happens next
         call.transfer_at = now + (route.no_answer or self.settings.ring_timeout)
+        call.come_back = call.service if come_back else None
         log.info("event=call_transfer call=%s kind=%s to=%s", call.id, kind, route.callee)
         self._ring(call, route, 69, now)
 
@@ -822,9 +835,10 @@ class B2BUA:
         self._clients[client] = (call, None, _Relay(call, None, True))
 
     def _hand_back_response(
-        self, call: Call, tx: ClientTransaction, response: Response, now: float
+        self, relay: _Relay, tx: ClientTransaction, response: Response, now: float
     ) -> None:
         """The caller's answer to the hand-back re-INVITE: ACK both sides, or give up."""
+        call = relay.call
         status = response.status
         dialog = call.a_dialog
         if dialog is not None:
@@ -832,6 +846,9 @@ class B2BUA:
         if status < 200:
             return
         call.reinviting = False
+        if relay.resume:  # our offerless re-INVITE of a call coming back
+            self._resumed(call, response, now)
+            return
         leg = call.winner
         if 200 <= status < 300 and dialog is not None:
             via = self.network.via(call.source, make_branch(self._entropy))
@@ -867,6 +884,7 @@ class B2BUA:
         if status == 200:
             log.info("event=call_handed_back call=%s to=%s", call.id, call.callee)
             call.service = None
+            call.service_limit = call.max_seconds  # the service's own, should it come back
             limit, call.transfer_limit = call.transfer_limit, None
             if limit is not None and call.answered is not None:
                 # The transfer's limit counts from now, not from the service's answer.
@@ -874,8 +892,75 @@ class B2BUA:
                 heapq.heappush(self._timers, (call.due, call.id))
         else:
             call.transfer_at = call.transfer_limit = None
+            call.come_back = None
         if self.services is not None:
             self.services.transferred(call, status)
+
+    def _come_back(
+        self, call: Call, leg: BLeg, tx: ServerTransaction, request: Request, now: float
+    ) -> None:
+        """The callee of a transfer that asked to come back hung up: answer its BYE at
+        once (the call goes on, no record to wait for), forget the leg, give the call back
+        to its service and re-INVITE the caller without an offer: it offers in its 2xx and
+        the service answers in our ACK (RFC 3261 14.1, RFC 3264 5; :meth:`_resumed`)."""
+        self._respond(tx, request.response(200), now)
+        if leg.dialog is not None:
+            leg.dialog.terminate()
+        leg.superseded = True  # a stray retransmitted 2xx of it must not win again
+        b_call_id = leg.request.call_id
+        self._by_b.pop(b_call_id, None)
+        self._acks.pop(b_call_id, None)
+        call.winner = None
+        call.service, call.come_back = call.come_back, None
+        # The transfer's limit (and warning) no longer apply: the service's own again.
+        call.max_seconds, call.service_limit = call.service_limit, None
+        call.warn_at = None
+        call.returned_at = now
+        heapq.heappush(self._timers, (call.due, call.id))
+        log.info("event=call_came_back call=%s from=%s", call.id, call.callee)
+        dialog = call.a_dialog
+        if dialog is None or self.services is None:
+            self.hangup(call, now, "come_back_failed")
+            return
+        out = dialog.create_request(
+            "INVITE",
+            via=self.network.via(call.source, make_branch(self._entropy)),
+            contact=self.network.contact(call.source),
+        )
+        call.reinviting = True
+        dest = call.source
+        client = self.layer.send_request(out, dest, self.network.reliable(dest), now)
+        self._clients[client] = (call, None, _Relay(call, None, True, resume=True))
+
+    def _resumed(self, call: Call, response: Response, now: float) -> None:
+        """The caller's final answer to the offerless re-INVITE of :meth:`_come_back`: its
+        2xx carries its offer, the service's answer goes in the ACK (RFC 3264 5; every 2xx
+        is ACKed, RFC 3261 13.2.2.4). A refusal, a 2xx without an offer or a service that
+        cannot take the call back ends the call (the re-INVITE's timeout: ``on_timeout``)."""
+        dialog, services = call.a_dialog, self.services
+        status = response.status
+        if call.state is CallState.ENDED or dialog is None:
+            return
+        answer = b""
+        ctype = response.headers.get("Content-Type") if response.body else None
+        if 200 <= status < 300 and response.body and _is_sdp(ctype) and services is not None:
+            try:
+                answer = services.resume(call, response.body)
+            except ServiceError as exc:
+                log.info("event=come_back_refused call=%s error=%s", call.id, exc)
+        if 200 <= status < 300:
+            origin = call.a_origin
+            body = origin.rewrite(answer) if answer and origin is not None else answer
+            ack = dialog.create_request(
+                "ACK",
+                via=self.network.via(call.source, make_branch(self._entropy)),
+                body=body,
+                content_type=_SDP if body else None,
+            )
+            self.layer.send_stateless(ack, call.source)
+        if not answer:
+            log.info("event=come_back_failed call=%s status=%d", call.id, status)
+            self.hangup(call, now, "come_back_failed")
 
     def _service_request(
         self, call: Call, tx: ServerTransaction, request: Request, now: float
@@ -1029,6 +1114,11 @@ class B2BUA:
                     call.reason = "max_duration"
                     self.hangup(call, now, "max_duration", [("Reason", LIMIT_REASON)])
                     continue
+                warn, answered = call.warn_at, call.answered
+                if warn is not None and answered is not None and answered + warn <= now:
+                    call.warn_at = None  # once
+                    played = self.media.warn(call)
+                    log.info("event=call_warned call=%s played=%d", call.id, played)
                 if call.probe_due <= now:
                     call.probe_due = now + self.settings.probe_interval
                     self._probe(call, now)

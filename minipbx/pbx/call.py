@@ -75,6 +75,7 @@ class Route:
     callee: str = ""  # the called number as routed, for records
     kind: str = "local"  # route type for records: local, trunk, service
     max_seconds: float | None = None  # answered calls are cut after this long
+    warn_at: float | None = None  # the caller hears a warning this long after the answer
     no_answer: float | None = None  # ask the router to forward after this long ringing
     forwarded: bool = False  # the route is a forward: the caller hears 181
     service: str | None = None  # answered by the PBX itself ("ivr:main"): no targets
@@ -134,6 +135,11 @@ class MediaAnchor(Protocol):
         """The call ended: free its media resources."""
         ...
 
+    def warn(self, call: Call) -> bool:
+        """Play the warning before the call is cut to the caller; False when it cannot
+        (the call's media does not pass through the PBX)."""
+        ...
+
 
 class PassThrough:
     """Media end to end: SDP passes unchanged."""
@@ -147,6 +153,10 @@ class PassThrough:
 
     def release(self, call: Call) -> None:
         """Nothing to free."""
+
+    def warn(self, call: Call) -> bool:
+        """The PBX is not in the media: no warning."""
+        return False
 
 
 class ServiceError(Exception):
@@ -177,6 +187,12 @@ class ServiceHost(Protocol):
     def transferred(self, call: Call, status: int) -> None:
         """A transfer the service asked for ended: 200 (the call left the service) or why
         it failed (the caller is still with the service)."""
+        ...
+
+    def resume(self, call: Call, offer: bytes) -> bytes:
+        """A transfer that asked to come back lost its callee: the caller, re-INVITEd
+        without an offer, offered ``offer`` in its 2xx; the service takes the call again
+        and returns the answer for the ACK (RFC 3264 5). Raises ServiceError."""
         ...
 
     def stop(self, call: Call) -> None:
@@ -251,6 +267,7 @@ class Call:
     ring_deadline: float = 0.0
     probe_due: float = 0.0  # next in-dialog OPTIONS to both legs (dead-peer detection)
     max_seconds: float | None = None  # duration limit of the call once answered
+    warn_at: float | None = None  # seconds after answer to warn the caller (None once warned)
     failover: tuple[Target, ...] = ()  # targets left for trunk failover
     failover_at: float | None = None  # legs silent until then count as 408 (failover)
     no_answer_at: float | None = None  # then the router is asked where to forward
@@ -264,12 +281,17 @@ class Call:
     transfer_at: float | None = None  # a service's transfer stops ringing then
     transfer_limit: float | None = None  # the transfer's duration limit, from its answer
     a_origin: SdpOrigin | None = None  # o= the caller saw from us (a service answered)
+    # A transfer that comes back to its service when its callee hangs up (calling cards):
+    come_back: str | None = None  # the service it returns to
+    service_limit: float | None = None  # that service's own duration limit, restored then
+    returned_at: float | None = None  # when the last such transfer's callee hung up
     # The answer to the hang-up request, held until the call's record is durable.
     held: tuple[ServerTransaction, Response] | None = None
 
     @property
     def due(self) -> float:
-        """When the call next needs attention: ring timeout, dead-peer probe or its limit."""
+        """When the call next needs attention: ring timeout, dead-peer probe, its limit, a
+        transfer's ring timeout or the warning before the limit."""
         if self.state is not CallState.ANSWERED:
             due = self.ring_deadline
             for at in (self.failover_at, self.no_answer_at):
@@ -279,7 +301,12 @@ class Call:
         limit = self.limit_at
         due = self.probe_due if limit is None or self.probe_due < limit else limit
         transfer = self.transfer_at
-        return due if transfer is None or due < transfer else transfer
+        due = due if transfer is None or due < transfer else transfer
+        if self.warn_at is not None and self.answered is not None:
+            warn = self.answered + self.warn_at
+            if warn < due:
+                due = warn
+        return due
 
     @property
     def limit_at(self) -> float | None:

@@ -17,11 +17,11 @@ A calling card call (dial plan service ``card:<access>``, e.g. an access DID or 
    rounded down; seconds when under one minute).
 5. The :class:`Dialer` places the call with the authorization's limit. A failure (busy, no
    answer...) releases the reservation, plays the reason and goes back to step 3. On
-   success either the call left the service for good (today's B2BUA: the two phones talk
-   end to end; the reservation is settled when the whole call ends, keyed by the call id),
-   or, once the B2BUA hands finished card calls back to the service
-   (:attr:`DialOutcome.returned`), the desk settles the answered seconds and the caller is
-   back at step 3 for the next call.
+   success the phones talk end to end; when the callee hangs up the B2BUA hands the caller
+   back to the service (:attr:`DialOutcome.returned`), the desk settles the answered
+   seconds and the caller is back at step 3 for the next call. When the whole call ends
+   first (the caller hung up, or the money ran out) the reservation is settled then,
+   keyed by the call id.
 
 A balance query (``balance:``, feature code ``*900``) says ``your_balance_is`` and the
 amount, then ``goodbye``.

@@ -285,14 +285,21 @@ class PrepaidGate:
 
         ``seconds``: the answered seconds to charge; by default the record's
         ``billable_seconds``, and for a calling-card call the seconds from its callee's
-        answer (:meth:`connected`) to the end, to the nearest second (half up, as
-        ``billable_seconds``). A card call whose callee never answered is not charged.
+        answer (:meth:`connected`) to the end (or to its callee's hang-up when the call
+        came back to the card service, ``Call.returned_at``), to the nearest second (half
+        up, as ``billable_seconds``). A card call whose callee never answered is not
+        charged. Card calls that came back were settled by the card flow already
+        (:meth:`settle`, which forgets them): the end of the whole call does not charge
+        them again.
         """
         answered = call.answered is not None
         billable = record.billable_seconds if seconds is None else seconds
         card_call = self._card_calls.get(call.id)
         if card_call is not None:
             start, end = card_call.connected_at, call.ended
+            back = call.returned_at  # its callee hung up; the call ended before the flow settled
+            if start is not None and back is not None and back >= start:
+                end = back
             answered = start is not None
             if seconds is None and start is not None and end is not None:
                 billable = math.floor(round(max(end - start, 0.0), 3) + 0.5)

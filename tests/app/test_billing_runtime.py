@@ -17,6 +17,7 @@ import pytest
 from minipbx.billing_runtime import SPOOL_NAME, BillingRuntime, BillingSettings
 from minipbx.pbx.call import Call
 from minipbx.pbx.cards import CardSession, LoginResult
+from minipbx.pbx.channel import ChannelClosedError, TransferKind
 from minipbx.pbx.prepaid import AccountKey, Authorization, Refusal, RefusalReason
 from minipbx.store import (
     Database,
@@ -87,6 +88,7 @@ class FakeCall:
     id: str
     answered: float | None
     ended: float | None
+    returned_at: float | None = None
 
 
 def record(uuid: str, billable: int) -> CdrRecord:
@@ -449,6 +451,73 @@ async def test_calling_card_call_end_to_end(world: World) -> None:
     assert await SqlLedgerRepo(world.db).total(card_id=card_id) == card.balance
     entries = await SqlLedgerRepo(world.db).list_entries(card_id=card_id)
     assert entries[0].note.startswith("card 123456789012 call to 4930123")
+
+
+class ReturningChannel(ScriptedChannel):
+    """A channel whose transfers come back: ``back`` holds, per answered transfer, the
+    seconds its callee stayed (None: the whole call ends instead)."""
+
+    def __init__(self, script: list[str | None], back: list[float | None], **kw: Any) -> None:
+        super().__init__(script, **kw)
+        self.back = back
+
+    async def transfer(self, kind: TransferKind, target: str, *, come_back: bool = False) -> int:
+        assert come_back, "the card dialer asks to come back"
+        return await super().transfer(kind, target)
+
+    async def returned(self) -> float:
+        seconds = self.back.pop(0)
+        if seconds is None:
+            raise ChannelClosedError("the caller hung up")
+        self.t += seconds
+        return seconds
+
+
+async def test_card_calls_come_back_and_are_charged_once_each(world: World) -> None:
+    card_id = await add_card(world)
+    service = world.runtime.services()["card"]
+    channel = ReturningChannel(
+        ["123456789012#", "4321#", "4930123#", "4930124#"], [61.4, None], call_id="back"
+    )
+    assert await service.run(channel, "") == "connected"
+    # the first call came back after 61.4 s: settled at once (2 minutes: 1.30), and the
+    # caller hears the new balance before "enter destination"
+    played = channel.played()
+    assert world.runtime.desk.balance(CardSession(card_id, "", Decimal(0))) <= Decimal("1.95")
+    assert played.count("card_enter_destination") == 2 and played.count("your_balance_is") == 2
+    gate = world.runtime.gate
+    card_call = gate.card_call("back")  # the second one, still going
+    assert card_call is not None and card_call.destination == "4930124"
+    assert card_call.connected_at is not None
+    # the whole call ends 30.2 s into the second card call: only that one is priced now
+    fake = cast(Call, FakeCall("back", 1.0, card_call.connected_at + 30.2))
+    priced = gate.price_record(fake, record(uid(7), 200))
+    assert priced.cost == Decimal("0.7000")
+    again = price(world.runtime, FakeCall("back", 1.0, 500.0), 200, uid(8))
+    assert billing_details(again) == NOT_PRICED  # nothing left to charge
+    await world.runtime.flush()
+    card = await SqlCardRepo(world.db).get(card_id)
+    assert card.balance == Decimal("1.25")  # 3.25 - 1.30 - 0.70
+    entries = await SqlLedgerRepo(world.db).list_entries(card_id=card_id)
+    assert sorted(e.amount for e in entries if e.kind == "charge") == [
+        Decimal("-1.30"),
+        Decimal("-0.70"),
+    ]
+
+
+async def test_a_card_call_ended_before_it_came_back_is_charged_to_the_callees_bye(
+    world: World,
+) -> None:
+    await add_card(world)
+    service = world.runtime.services()["card"]
+    channel = ReturningChannel(["123456789012#", "4321#", "4930123#"], [None], call_id="cut")
+    assert await service.run(channel, "") == "connected"
+    card_call = world.runtime.gate.card_call("cut")
+    assert card_call is not None and card_call.connected_at is not None
+    # the callee hung up after 50 s, the caller never took the call back (timeout: 32 s)
+    back = card_call.connected_at + 50.0
+    fake = FakeCall("cut", 1.0, back + 32.0, returned_at=back)
+    assert price(world.runtime, fake, 200, uid(9)).cost == Decimal("0.7000")  # 60 s, not 2 min
 
 
 async def test_card_calls_are_rated_by_the_routed_number(world: World) -> None:

@@ -13,7 +13,7 @@ import pytest
 
 from minipbx.pbx.call import CallState, ServiceError
 from minipbx.pbx.channel import Channel, TransferKind
-from minipbx.services import ServiceRunner
+from minipbx.services import CallChannel, ServiceRunner
 from minipbx.sip.sdp import SessionDescription
 from minipbx.transport.media_endpoint import MediaEndpoint
 from minipbx.transport.rtp import RtpPortPool
@@ -48,10 +48,14 @@ class Script:
 class Control:
     def __init__(self) -> None:
         self.transfers: list[tuple[str, str]] = []
+        self.come_back: list[bool] = []
         self.hangups: list[str] = []
 
-    def transfer(self, call: Any, kind: str, target: str, now: float) -> None:
+    def transfer(
+        self, call: Any, kind: str, target: str, now: float, come_back: bool = False
+    ) -> None:
         self.transfers.append((kind, target))
+        self.come_back.append(come_back)
 
     def hangup(
         self, call: Any, now: float, reason: str, headers: Sequence[tuple[str, str]] = ()
@@ -69,7 +73,24 @@ def _call(call_id: str = "c1") -> Any:
         service="test:known",
         state=CallState.ANSWERED,
         source=SimpleNamespace(host="127.0.0.1"),
+        returned_at=None,
     )
+
+
+class ComeBackScript(Script):
+    """Transfers asking to come back, then collects a key on the new media."""
+
+    async def run(self, channel: Channel, arg: str) -> str:
+        assert isinstance(channel, CallChannel)
+        try:
+            status = await channel.transfer(TransferKind.NUMBER, "0123", come_back=True)
+            self.seen.append(status)
+            self.seen.append(await channel.returned())
+            collected = await channel.collect(max_digits=1, first_digit_timeout=5)
+            self.seen.append(collected.digits)
+            return "done"
+        finally:
+            self.done.set()
 
 
 def _runner(pool: RtpPortPool, control: Control, script: Script, tmp: Path) -> ServiceRunner:
@@ -156,3 +177,54 @@ async def test_caller_hanging_up_ends_the_service(tmp_path: Path) -> None:
     runner.stop(call)
     await asyncio.wait_for(script.done.wait(), 2)
     assert script.seen == [] and control.hangups == [] and pool.in_use == 0
+
+
+async def _transfer_asked(control: Control) -> None:
+    for _ in range(50):
+        if control.transfers:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("no transfer")
+
+
+async def test_a_transfer_comes_back_with_new_media(tmp_path: Path) -> None:
+    low = _free_even_port()
+    pool = RtpPortPool("127.0.0.1", low, low + 9)
+    control, script = Control(), ComeBackScript()
+    runner = _runner(pool, control, script, tmp_path)
+    call = _call()
+    runner.start(call, "test:known", OFFER)
+    await _transfer_asked(control)
+    assert control.transfers == [("number", "0123")] and control.come_back == [True]
+    runner.transferred(call, 200)  # the callee answered: our media leg closes
+    await asyncio.sleep(0.05)
+    assert pool.in_use == 0 and script.seen == [200]
+    with pytest.raises(ServiceError):  # nothing to answer with
+        runner.resume(call, b"")
+    call.returned_at = runner.loop.time() + 0.5  # the callee hung up half a second later
+    answer = SessionDescription.parse(runner.resume(call, OFFER))
+    assert answer.media[0].formats == ("0", "101") and pool.in_use == 1
+    with pytest.raises(ServiceError) as again:  # nobody waits to come back any more
+        runner.resume(call, OFFER)
+    assert again.value.status == 481
+    assert runner.info(call, _info(b"Signal=4\r\nDuration=160\r\n")) == 200
+    await asyncio.wait_for(script.done.wait(), 2)
+    assert script.seen[0] == 200 and 0.45 <= script.seen[1] <= 0.6 and script.seen[2] == "4"  # type: ignore[operator]
+    await asyncio.sleep(0.05)
+    assert control.hangups == ["service_done"]
+
+
+async def test_the_call_ending_while_transferred_ends_the_wait(tmp_path: Path) -> None:
+    low = _free_even_port()
+    pool = RtpPortPool("127.0.0.1", low, low + 9)
+    control, script = Control(), ComeBackScript()
+    runner = _runner(pool, control, script, tmp_path)
+    call = _call()
+    runner.start(call, "test:known", OFFER)
+    await _transfer_asked(control)
+    runner.transferred(call, 200)
+    await asyncio.sleep(0.05)
+    call.state = CallState.ENDED
+    runner.stop(call)  # the caller hung up during the card call
+    await asyncio.wait_for(script.done.wait(), 2)
+    assert script.seen == [200] and control.hangups == [] and runner.count == 0

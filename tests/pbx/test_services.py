@@ -3,6 +3,7 @@ re-INVITEs (RFC 3725 flow I), in memory with a fake service host."""
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, field
 
 from minipbx.pbx.call import Call, CallState, Disposition, Route, ServiceError
@@ -10,7 +11,8 @@ from minipbx.pbx.routing import LocalRouter, called_number
 from minipbx.sip import NameAddr, Request, SipUri
 from minipbx.sip.dialog import Dialog
 from minipbx.sip.sdp import SessionDescription
-from tests.pbx.phones import PBX, Net, Phone
+from minipbx.sip.transaction import Event, RequestReceived
+from tests.pbx.phones import PBX, Net, Phone, sdp
 from tests.pbx.test_calls import _via
 
 SERVICE_SDP = (
@@ -30,6 +32,8 @@ class FakeServices:
     infos: list[bytes] = field(default_factory=list)
     transfers: list[int] = field(default_factory=list)
     stopped: list[str] = field(default_factory=list)
+    resumed: list[bytes] = field(default_factory=list)
+    refuse_resume: int = 0
 
     def start(self, call: Call, service: str, offer: bytes) -> bytes:
         if self.refuse:
@@ -50,6 +54,12 @@ class FakeServices:
 
     def stop(self, call: Call) -> None:
         self.stopped.append(call.id)
+
+    def resume(self, call: Call, offer: bytes) -> bytes:
+        if self.refuse_resume:
+            raise ServiceError(self.refuse_resume, "no codec in common")
+        self.resumed.append(offer)
+        return SERVICE_SDP.replace(b"30000", b"30004")
 
 
 class ServiceRouter(LocalRouter):
@@ -227,3 +237,150 @@ def test_pbx_hangup_of_a_served_call() -> None:
     net.run()
     assert any(r.method == "BYE" for r in alice.requests)
     assert host.stopped == [call.id]
+
+
+# -- transfers that come back to the service (calling cards) ----------------------------------
+
+
+class OfferingPhone(Phone):
+    """Answers an offerless re-INVITE with its own offer (RFC 3264 5), or ``refuse`` it."""
+
+    refuse = 0
+
+    def handle_events(self) -> None:
+        now = self.net.clock.now
+        rest: list[Event] = []
+        for event in self.layer.events():
+            if not isinstance(event, RequestReceived):
+                rest.append(event)
+                continue
+            req = event.request
+            if req.method != "INVITE" or req.to.tag is None or req.body:
+                rest.append(event)
+                continue
+            self.requests.append(req)
+            contact = [("Contact", f"<sip:{self.ext}@127.0.0.1:{self.addr.port}>")]
+            if self.refuse:
+                out = req.response(self.refuse)
+            else:
+                out = req.response(200, headers=contact, body=sdp(4444), content_type=SDP_TYPE)
+            self.layer.send_response(event.transaction, out, now)
+        self.layer._events.extend(rest)
+        super().handle_events()
+
+
+SDP_TYPE = "application/sdp"
+
+
+def _come_back_setup(refuse: int = 0) -> tuple[Net, FakeServices, OfferingPhone, Phone]:
+    net, host, _, bob = _setup()
+    net.users.add_user("103", "pw")
+    alice = OfferingPhone(net, "103", "pw", 5074)
+    alice.refuse = refuse
+    assert alice.register().status == 200
+    return net, host, alice, bob
+
+
+def _transferred_back(net: Net, alice: Phone, bob: Phone) -> tuple[Call, Dialog, Dialog]:
+    """alice in the service, transferred to bob asking to come back; bob's dialog."""
+    call, a_dialog = _served(net, alice)
+    call.max_seconds = 600.0  # the service's own limit
+    net.core.b2bua.transfer(call, "user", "101", net.clock.now, come_back=True)
+    net.run()
+    assert call.service is None and call.come_back == "ivr:main"
+    (b_invite,) = _invites(bob)
+    b_dialog = Dialog.from_uas(b_invite, bob.sent_responses[-1])
+    return call, a_dialog, b_dialog
+
+
+def test_callee_bye_brings_the_caller_back_to_the_service() -> None:
+    net, host, alice, bob = _come_back_setup()
+    call, _, b_dialog = _transferred_back(net, alice, bob)
+    assert host.transfers == [200]
+    call.transfer_limit = None
+    net.clock.advance(7)
+    bob.send(b_dialog.create_request("BYE", via=_via(bob)))
+    # bob's BYE is answered at once: the call goes on
+    assert bob.responses[-1].status == 200 and not net.ended.calls
+    assert call.winner is None and call.service == "ivr:main" and call.come_back is None
+    assert call.returned_at == net.clock.now and call.max_seconds == 600.0
+    # alice got a re-INVITE without an offer (the hand-back one had bob's)
+    handback, back = (r for r in alice.requests if r.method == "INVITE")
+    assert handback.body and not back.body and back.cseq.seq > handback.cseq.seq
+    # her offer went to the service, its answer in the ACK under the origin she knows
+    assert host.resumed == [sdp(4444)]
+    ack = alice.acks[-1]
+    answer = SessionDescription.parse(ack.body)
+    assert answer.media[0].port == 30004
+    assert (answer.origin.sess_id, answer.origin.sess_version) == ("77", 3)
+    assert call.state is CallState.ANSWERED and call.id in net.core.b2bua.calls
+    assert not any(r.method == "BYE" for r in alice.requests)
+    # the service may transfer again, and the call is back to being served
+    net.core.b2bua.transfer(call, "user", "101", net.clock.now, come_back=True)
+    net.run()
+    assert host.transfers == [200, 200] and call.service is None
+
+
+def test_caller_refusing_to_come_back_is_hung_up() -> None:
+    net, host, alice, bob = _come_back_setup(refuse=488)
+    call, _, b_dialog = _transferred_back(net, alice, bob)
+    bob.send(b_dialog.create_request("BYE", via=_via(bob)))
+    assert bob.responses[-1].status == 200
+    assert any(r.method == "BYE" for r in alice.requests)
+    assert host.resumed == [] and host.stopped == [call.id]
+    (ended,) = net.ended.calls
+    assert ended.reason == "come_back_failed" and ended.returned_at is not None
+
+
+def test_caller_answering_without_an_offer_is_hung_up() -> None:
+    net, host, alice, bob = _setup()  # a plain phone: 200 without a body
+    call, _, b_dialog = _transferred_back(net, alice, bob)
+    bob.send(b_dialog.create_request("BYE", via=_via(bob)))
+    back = [r for r in alice.requests if r.method == "INVITE"][-1]
+    assert not back.body
+    assert call.reason == "come_back_failed"
+    assert any(r.method == "BYE" for r in alice.requests)
+    assert host.resumed == [] and not list(net.core.calls)
+
+
+def test_service_refusing_the_callers_offer_hangs_up() -> None:
+    net, host, alice, bob = _come_back_setup()
+    host.refuse_resume = 488
+    _, _, b_dialog = _transferred_back(net, alice, bob)
+    bob.send(b_dialog.create_request("BYE", via=_via(bob)))
+    assert any(r.method == "BYE" for r in alice.requests)
+    assert not list(net.core.calls) and net.ended.calls[-1].reason == "come_back_failed"
+
+
+def test_caller_bye_during_a_come_back_transfer_ends_the_call() -> None:
+    net, host, alice, bob = _come_back_setup()
+    call, a_dialog, _ = _transferred_back(net, alice, bob)
+    alice.send(a_dialog.create_request("BYE", via=_via(alice)))
+    assert alice.responses[-1].status == 200
+    assert any(r.method == "BYE" for r in bob.requests)
+    assert host.resumed == [] and host.stopped == [call.id] and not list(net.core.calls)
+    (ended,) = net.ended.calls
+    assert ended.hangup_by == "caller" and ended.returned_at is None
+
+
+def test_come_back_transfer_limit_ends_the_whole_call() -> None:
+    net, host, alice, bob = _come_back_setup()
+    call, _, _ = _transferred_back(net, alice, bob)
+    call.max_seconds = (net.clock.now - (call.answered or 0)) + 5  # the transfer's limit
+    heapq.heappush(net.core.b2bua._timers, (call.due, call.id))
+    net.advance(6)
+    assert any(r.method == "BYE" for r in bob.requests)
+    assert any(r.method == "BYE" for r in alice.requests)
+    assert host.resumed == [] and net.ended.calls[-1].reason == "max_duration"
+
+
+def test_transfer_without_come_back_still_ends_on_the_callees_bye() -> None:
+    net, host, alice, bob = _come_back_setup()
+    call, _ = _served(net, alice)
+    net.core.b2bua.transfer(call, "user", "101", net.clock.now)
+    net.run()
+    (b_invite,) = _invites(bob)
+    b_dialog = Dialog.from_uas(b_invite, bob.sent_responses[-1])
+    bob.send(b_dialog.create_request("BYE", via=_via(bob)))
+    assert any(r.method == "BYE" for r in alice.requests)
+    assert host.resumed == [] and net.ended.calls[-1].hangup_by == "callee"
