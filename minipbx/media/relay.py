@@ -25,6 +25,13 @@ Before the first ``expect`` the first packet latches too: the party's media can 
 moment before the PBX has processed the SDP that announced it (a callee sends RTP right after
 its 200 OK). The ``expect`` that follows re-arms latching, so nothing is committed early.
 
+An :class:`Injection` replaces the audio of the packets relayed to one party with audio of
+the PBX's own (the warning before a prepaid call is cut): each G.711 packet (payload type 0
+or 8, RFC 3551) keeps its header, SSRC, sequence number, timestamp, padding and size, and
+only its payload becomes the next samples, encoded in the packet's own law, so the phone's
+jitter buffer sees an ordinary stream (RFC 3550). Packets of other payload types (another
+codec, RFC 4733 events, comfort noise) pass untouched: a call in another codec hears nothing.
+
 No clock, sockets or randomness here (DESIGN.md): the glue passes the loop's monotonic
 ``now`` with each packet. The glue is ``minipbx.transport.rtp``.
 """
@@ -36,6 +43,10 @@ import ipaddress
 import logging
 from dataclasses import dataclass
 
+import numpy as np
+
+from minipbx.media.g711 import CODECS, Pcm, as_pcm
+
 log = logging.getLogger("minipbx.media")
 
 Source = tuple[str, int] | tuple[str, int, int, int]
@@ -46,6 +57,12 @@ _UNSPECIFIED = frozenset(("0.0.0.0", "::"))
 
 RELATCH_AFTER = 1.0
 """Seconds of silence from the latched source after which another source may take over."""
+
+INJECT_GRACE = 1.0
+"""Seconds an injection may wait for packets beyond its own length before it is dropped
+(the party sends nothing, or not in G.711): late audio would make no sense."""
+
+_SAMPLE_RATE = 8000
 
 
 class MediaError(Exception):
@@ -272,3 +289,82 @@ def is_idle(peers: tuple[LatchingPeer, ...], now: float, timeout: float) -> bool
     """True when packets flowed once but none was accepted for ``timeout`` seconds."""
     last = last_activity(peers)
     return last is not None and now - last >= timeout
+
+
+def rtp_payload(packet: bytes) -> tuple[int, int] | None:
+    """Where the payload of an RTP packet starts and ends (RFC 3550 5.1: after the CSRC list
+    and the header extension, before the padding); None when ``packet`` is not RTP version 2
+    or its lengths do not add up."""
+    if len(packet) < 12 or packet[0] >> 6 != 2:
+        return None
+    first = packet[0]
+    start = 12 + 4 * (first & 0x0F)
+    if first & 0x10:  # header extension: 16-bit profile, 16-bit length in words
+        if len(packet) < start + 4:
+            return None
+        start += 4 + 4 * int.from_bytes(packet[start + 2 : start + 4], "big")
+    end = len(packet)
+    if first & 0x20:  # padding: its count is the last byte
+        end -= packet[-1]
+    return (start, end) if start <= end else None
+
+
+class Injection:
+    """8 kHz PCM waiting to replace the payload of the next G.711 packets sent to a party.
+
+    :meth:`apply` takes a packet about to be sent and returns it with its payload replaced
+    by the next samples (one byte per sample in G.711, so a packet of 160 bytes takes
+    20 ms of audio; the last packet is completed with silence). It gives up (:attr:`done`,
+    the rest dropped) once ``now`` passes the audio's length plus ``grace`` from when it was
+    queued, so audio never comes out late.
+    """
+
+    __slots__ = ("_samples", "expires", "grace", "packets", "position", "skipped")
+
+    def __init__(self, samples: Pcm | bytes, now: float, grace: float = INJECT_GRACE) -> None:
+        self._samples: Pcm = as_pcm(samples)
+        self.position = 0
+        """Samples used so far."""
+        self.grace = grace
+        self.expires = now + len(self._samples) / _SAMPLE_RATE + grace
+        self.packets = 0
+        """Packets whose payload was replaced."""
+        self.skipped = 0
+        """Packets passed untouched meanwhile (not G.711, or not RTP)."""
+
+    @property
+    def done(self) -> bool:
+        """Every sample was sent (or the injection expired)."""
+        return self.position >= len(self._samples)
+
+    @property
+    def remaining(self) -> int:
+        """Samples not sent yet."""
+        return max(len(self._samples) - self.position, 0)
+
+    def extend(self, samples: Pcm | bytes, now: float) -> None:
+        """Queue more audio after what is left."""
+        rest = self._samples[self.position :]
+        self._samples = np.concatenate((rest, as_pcm(samples)))
+        self.position = 0
+        self.expires = now + len(self._samples) / _SAMPLE_RATE + self.grace
+
+    def apply(self, packet: bytes, now: float) -> bytes:
+        """``packet`` with its payload replaced by the next samples, or unchanged (a payload
+        type other than PCMU/PCMA, not RTP, nothing left, expired)."""
+        if now > self.expires:
+            self.position = len(self._samples)
+            return packet
+        codec = CODECS.get(packet[1] & 0x7F) if len(packet) > 1 else None
+        where = rtp_payload(packet) if codec is not None else None
+        if codec is None or where is None or self.done:
+            self.skipped += 1
+            return packet
+        start, end = where
+        size = end - start
+        chunk = self._samples[self.position : self.position + size]
+        self.position += size
+        if len(chunk) < size:
+            chunk = np.concatenate((chunk, np.zeros(size - len(chunk), dtype=np.int16)))
+        self.packets += 1
+        return packet[:start] + codec.encode(chunk) + packet[end:]

@@ -225,7 +225,8 @@ class DialPlanRouter:
 
     def _bill(self, call: Call, route: Route) -> Route:
         """A user's call out through a trunk, as billing allows it: rated, cut when the
-        prepaid money runs out, or refused with a prompt (unrated destination, no money)."""
+        prepaid money runs out (the caller warned ``warning_lead`` seconds before:
+        ``Route.warn_at``), or refused with a prompt (unrated destination, no money)."""
         gate = self.billing
         if gate is None or route.kind != "trunk" or not route.targets:
             return route
@@ -248,7 +249,11 @@ class DialPlanRouter:
             )
         if verdict.max_seconds is None:
             return route
-        return _limited(route, float(verdict.max_seconds))
+        limited = _limited(route, float(verdict.max_seconds))
+        warn = verdict.warn_at
+        if warn is None or limited.max_seconds is None or warn >= limited.max_seconds:
+            return limited  # no warning, or the call is cut earlier for another reason
+        return replace(limited, warn_at=float(warn))
 
     def _inbound(self, call: Call, cfg: RoutingConfig, number: str) -> Route:
         trunk = cfg.trunks.get((call.tenant_id, call.inbound_trunk or ""))

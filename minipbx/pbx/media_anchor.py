@@ -17,6 +17,13 @@ come from (symmetric RTP, RFC 4961), which is what makes NATed phones work.
 
 Only the first active audio stream is relayed; other streams of a relayed call are
 disabled (port 0) rather than sent around the relay.
+
+A call that must hear a warning before it is cut (``Call.warn_at``: prepaid money running
+out) is relayed too, whatever the ``auto`` decision, since the PBX can only speak into
+media it relays; ``never`` still wins. :meth:`RelayAnchor.warn` then has the relay replace
+the audio sent to the caller with :data:`WARNING_TONE` (the packets keep their headers and
+sizes, RFC 3550). That works for PCMU/PCMA streams only, and not for SRTP (``RTP/SAVP``):
+the phone would drop the altered packets, so no warning is played there.
 """
 
 from __future__ import annotations
@@ -26,6 +33,10 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Literal, Protocol
 
+import numpy as np
+
+from minipbx.media.g711 import Pcm
+from minipbx.media.player import tone
 from minipbx.pbx.call import Call, Target
 from minipbx.sip.errors import ParseError
 from minipbx.sip.offer_answer import rewrite_connection
@@ -38,12 +49,34 @@ RELAY_MODES = ("auto", "always", "never")
 Side = Literal["a", "b"]
 
 
+def warning_tone(
+    beeps: int = 3,
+    frequency: float = 440.0,
+    beep: float = 0.15,
+    gap: float = 0.175,
+    level: float = -15.0,
+) -> Pcm:
+    """``beeps`` beeps of ``frequency`` Hz, ``beep`` seconds each, ``gap`` seconds apart, at
+    ``level`` dBFS: by default three 440 Hz beeps of 150 ms in 0.8 s (40 frames of 20 ms)."""
+    sound = tone(frequency, beep, level)
+    silence = np.zeros(round(gap * 8000), dtype=np.int16)
+    parts = [part for _ in range(beeps) for part in (sound, silence)][:-1]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int16)
+
+
+WARNING_TONE = warning_tone()
+"""What the caller of a prepaid call hears before the call is cut."""
+WARNING_TONE.flags.writeable = False
+
+
 class RelaySession(Protocol):
     """One call's relay (``minipbx.transport.rtp.RelaySession``)."""
 
     def port(self, side: Side) -> int: ...
 
     def expect(self, side: Side, ip: str, port: int, rtcp_port: int | None = None) -> None: ...
+
+    def inject(self, side: Side, pcm: Pcm) -> None: ...
 
 
 class Relays(Protocol):
@@ -100,6 +133,8 @@ class RelayAnchor:
         self.mode = mode
         self.user_mode = user_mode
         self._sessions: dict[str, RelaySession] = {}
+        self._encrypted: set[str] = set()  # calls whose caller's audio is SRTP
+        self.warning = WARNING_TONE
 
     def _decide(self, call: Call, targets: Sequence[Target]) -> str | None:
         """Why the call is relayed, None when it is not."""
@@ -113,6 +148,8 @@ class RelayAnchor:
             return None
         if "always" in modes:
             return "always"
+        if call.warn_at is not None:
+            return "warning"
         if any(target.nat for target in targets):
             return "callee_nat"
         body = call.invite.body
@@ -148,6 +185,8 @@ class RelayAnchor:
             return body
         sender: Side = "a" if from_a else "b"
         receiver: Side = "b" if from_a else "a"
+        if "SAVP" in audio.proto.upper():  # SRTP (RFC 3711): payloads cannot be replaced
+            self._encrypted.add(call.id)
         connection = sdp.connection_for(audio)
         if connection is not None and not is_unspecified(connection.address):
             rtcp = audio.rtcp()
@@ -166,8 +205,18 @@ class RelayAnchor:
                 return leg.target.destination.host
         return call.source.host
 
+    def warn(self, call: Call) -> bool:
+        """Play :attr:`warning` to the caller (side ``a``) in the relayed media; False when
+        the call is not relayed or its media is encrypted."""
+        session = self._sessions.get(call.id)
+        if session is None or call.id in self._encrypted:
+            return False
+        session.inject("a", self.warning)
+        return True
+
     def release(self, call: Call) -> None:
         """Close the call's relay, if it had one."""
+        self._encrypted.discard(call.id)
         if self._sessions.pop(call.id, None) is not None:
             self.relays.close(call.id)
 
@@ -177,4 +226,12 @@ class RelayAnchor:
         return len(self._sessions)
 
 
-__all__ = ["RELAY_MODES", "RelayAnchor", "Relays", "media_address", "needs_relay"]
+__all__ = [
+    "RELAY_MODES",
+    "WARNING_TONE",
+    "RelayAnchor",
+    "Relays",
+    "media_address",
+    "needs_relay",
+    "warning_tone",
+]

@@ -8,6 +8,10 @@
   with an RTP and an RTCP socket. A packet that side a's :class:`LatchingPeer` accepts goes
   out of side b's socket of the same kind, to where party B's packets come from (symmetric
   RTP, RFC 4961), and the other way round.
+- :meth:`RelaySession.inject` queues audio of the PBX's own (8 kHz PCM) to replace the
+  payload of the next G.711 packets relayed to one party
+  (:class:`~minipbx.media.relay.Injection`: headers and sizes unchanged); with nothing
+  queued the per-packet cost is one attribute check.
 - :class:`RelayManager` keeps the sessions of the running calls by key (e.g. the Call-ID)
   and says which went idle.
 
@@ -32,8 +36,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
+from minipbx.media.g711 import Pcm
 from minipbx.media.relay import (
     RELATCH_AFTER,
+    Injection,
     LatchingPeer,
     MediaError,
     RelayStats,
@@ -167,7 +173,17 @@ class _Endpoint(asyncio.DatagramProtocol):
     late real-time media anyway (no queue builds up behind a slow party).
     """
 
-    __slots__ = ("_clock", "_session", "lost", "out", "peer", "send_errors", "target", "transport")
+    __slots__ = (
+        "_clock",
+        "_session",
+        "injection",
+        "lost",
+        "out",
+        "peer",
+        "send_errors",
+        "target",
+        "transport",
+    )
 
     def __init__(
         self,
@@ -186,6 +202,8 @@ class _Endpoint(asyncio.DatagramProtocol):
         self.out = out
         """The other side's socket of the same kind: what the other party hears us from."""
         self.send_errors = 0
+        self.injection: Injection | None = None
+        """Audio replacing the payload of the packets sent out (None: relay them as is)."""
         self.transport: asyncio.DatagramTransport | None = None
         self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
@@ -203,10 +221,34 @@ class _Endpoint(asyncio.DatagramProtocol):
             if destination is None:
                 self.peer.no_route(len(data))
                 return
+            if self.injection is not None:
+                data = self._inject(data)
             try:
                 self.out.sendto(data, destination)
             except OSError as exc:  # buffer full (dropped), unreachable, closed
                 self._send_failed(destination, exc)
+
+    def inject(self, pcm: Pcm | bytes) -> None:
+        """Replace the payload of the next packets sent out with ``pcm``."""
+        now = self._clock()
+        if self.injection is None:
+            self.injection = Injection(pcm, now)
+        else:
+            self.injection.extend(pcm, now)
+
+    def _inject(self, data: bytes) -> bytes:
+        injection = self.injection
+        assert injection is not None
+        data = injection.apply(data, self._clock())
+        if injection.done:
+            self.injection = None
+            log.debug(
+                "event=relay_injected peer=%s packets=%d skipped=%d",
+                self.target.name,
+                injection.packets,
+                injection.skipped,
+            )
+        return data
 
     def _send_failed(self, destination: tuple[Any, ...], exc: OSError) -> None:
         self.send_errors += 1
@@ -308,6 +350,18 @@ class RelaySession:
         self._pair(side)
         self._peers[side, "rtp"].expect(ip, port)
         self._peers[side, "rtcp"].expect(ip, port + 1 if rtcp_port is None else rtcp_port)
+
+    def inject(self, side: Side, pcm: Pcm | bytes) -> None:
+        """Play ``pcm`` (8 kHz, 16-bit: an int16 array or little-endian bytes) to ``side``'s
+        party: it replaces, frame by frame, the payload of the next G.711 RTP packets
+        relayed to that party (PCMU/PCMA by each packet's payload type; header, SSRC,
+        sequence number, timestamp and size kept, RFC 3550). Packets of other payload types
+        pass untouched; audio not sent within its length plus a second is dropped. Queued
+        after anything still pending."""
+        self._pair(side)
+        if self.closed or not len(pcm):
+            return
+        self._endpoints[_other(side), "rtp"].inject(pcm)
 
     def peer(self, side: Side, kind: Literal["rtp", "rtcp"] = "rtp") -> LatchingPeer:
         """The latching state of ``side``'s party for ``kind`` packets (read it, don't

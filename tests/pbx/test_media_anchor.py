@@ -6,10 +6,17 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import pytest
 
 from minipbx.pbx.call import Target
-from minipbx.pbx.media_anchor import RelayAnchor, media_address, needs_relay
+from minipbx.pbx.media_anchor import (
+    WARNING_TONE,
+    RelayAnchor,
+    media_address,
+    needs_relay,
+    warning_tone,
+)
 from minipbx.sip import SipUri
 from minipbx.sip.dialog import Dialog
 from minipbx.sip.sdp import SessionDescription
@@ -22,12 +29,16 @@ from tests.pbx.test_calls import _pair, _via
 class FakeSession:
     ports: dict[str, int]
     expected: list[tuple[str, str, int, int | None]] = field(default_factory=list)
+    injected: list[tuple[str, Any]] = field(default_factory=list)
 
     def port(self, side: str) -> int:
         return self.ports[side]
 
     def expect(self, side: str, ip: str, port: int, rtcp_port: int | None = None) -> None:
         self.expected.append((side, ip, port, rtcp_port))
+
+    def inject(self, side: str, pcm: Any) -> None:
+        self.injected.append((side, pcm))
 
 
 @dataclass
@@ -55,7 +66,9 @@ def _anchor(relays: FakeRelays, mode: str = "auto", **users: str) -> RelayAnchor
     )
 
 
-def _call(body: bytes, source: str = "127.0.0.1", caller: str = "100") -> Any:
+def _call(
+    body: bytes, source: str = "127.0.0.1", caller: str = "100", warn_at: float | None = None
+) -> Any:
     invite = SimpleNamespace(body=body)
     return SimpleNamespace(
         id="c1",
@@ -67,6 +80,7 @@ def _call(body: bytes, source: str = "127.0.0.1", caller: str = "100") -> Any:
         inbound_trunk=None,
         legs=[],
         winner=None,
+        warn_at=warn_at,
     )
 
 
@@ -137,6 +151,62 @@ def test_no_ports_left_means_end_to_end_media_not_a_failed_call() -> None:
     call = _call(sdp(4000))
     anchor.prepare(call, [_target()])
     assert anchor.sdp(call, sdp(4000), from_a=True) == sdp(4000)
+
+
+@pytest.mark.parametrize(
+    ("mode", "users", "relayed"),
+    [
+        ("auto", {}, True),  # reachable phones, relayed only to be able to warn
+        ("always", {}, True),
+        ("never", {}, False),  # the server's never wins: no warning then
+        ("auto", {"100": "never"}, False),  # so does a user's (docs/architecture.md)
+    ],
+)
+def test_prepare_relays_a_call_that_must_be_warned(
+    mode: str, users: dict[str, str], relayed: bool
+) -> None:
+    relays = FakeRelays()
+    anchor = _anchor(relays, mode, **users)
+    call = _call(_offer("127.0.0.1"), warn_at=540.0)
+    anchor.prepare(call, [_target()])
+    assert bool(relays.opened) is relayed
+    assert anchor.warn(call) is relayed
+
+
+def test_warn_plays_the_tone_to_the_caller_of_a_relayed_call() -> None:
+    relays = FakeRelays()
+    anchor = _anchor(relays)
+    plain = _call(_offer("127.0.0.1"))
+    anchor.prepare(plain, [_target()])
+    assert not relays.opened and not anchor.warn(plain)  # end to end: nothing to inject into
+    call = _call(_offer("127.0.0.1"), warn_at=60.0)
+    anchor.prepare(call, [_target()])
+    assert anchor.warn(call)
+    ((side, pcm),) = relays.opened["c1"].injected
+    assert side == "a" and pcm is WARNING_TONE
+    anchor.release(call)
+    assert not anchor.warn(call)
+
+
+def test_no_warning_into_srtp() -> None:
+    relays = FakeRelays()
+    anchor = _anchor(relays)
+    call = _call(_offer("127.0.0.1").replace(b"RTP/AVP", b"RTP/SAVP"), warn_at=60.0)
+    anchor.prepare(call, [_target()])
+    anchor.sdp(call, call.invite.body, from_a=True)
+    assert not anchor.warn(call) and not relays.opened["c1"].injected
+
+
+def test_warning_tone_is_three_short_beeps() -> None:
+    pcm = WARNING_TONE
+    assert pcm.dtype == np.int16 and len(pcm) == 6400  # 0.8 s: 40 frames of 20 ms
+    loud = np.abs(pcm.astype(np.int32)).max()
+    assert loud == pytest.approx(32767 * 10 ** (-15 / 20), abs=2)  # -15 dBFS peak
+    frames = np.abs(pcm.reshape(-1, 40).astype(np.int32)).max(axis=1) > 0  # 5 ms steps
+    starts = np.flatnonzero(frames[1:] & ~frames[:-1]) + 1
+    assert frames[0] and len(starts) == 2  # three beeps
+    assert frames.sum() == 3 * 30  # 150 ms each
+    assert len(warning_tone(beeps=0)) == 0
 
 
 def test_bad_mode_is_refused() -> None:

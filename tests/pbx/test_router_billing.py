@@ -7,8 +7,12 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from minipbx.pbx.call import Call, PassThrough
 from minipbx.pbx.prepaid import Authorization, Refusal, RefusalReason
 from minipbx.pbx.prepaid_gate import CardCall, CardUse
+from minipbx.sip.dialog import Dialog
+from tests.pbx.phones import PBX
+from tests.pbx.test_calls import _via
 from tests.pbx.test_dialplan_router import LOCAL, OUT, _setup
 from tests.pbx.test_services import FakeServices
 
@@ -66,3 +70,59 @@ def test_card_transfer_routes_through_the_plan_with_the_card_limit() -> None:
     route = b2bua.router.transfer(call, "number", "02071234567")
     assert route.kind == "trunk" and route.max_seconds == 30
     assert route.targets[0].uri.user == "+442071234567"  # type: ignore[union-attr]
+
+
+class WarnRecorder(PassThrough):
+    """Media end to end, but notes when the B2BUA asks for the warning."""
+
+    def __init__(self, net: Any) -> None:
+        self.net = net
+        self.warned: list[tuple[str, float]] = []
+
+    def warn(self, call: Call) -> bool:
+        self.warned.append((call.id, self.net.clock.now))
+        return False  # not relayed: the call goes on all the same
+
+
+def test_the_prepaid_route_carries_the_warning_time() -> None:
+    net, alice, _, _ = _setup(LOCAL, OUT)
+    router = net.core.b2bua.router
+    router.billing = FakeGate(Authorization("k", max_seconds=600, warn_at=540))  # type: ignore[union-attr]
+    alice.invite("02071234567")
+    (call,) = net.core.calls
+    assert (call.max_seconds, call.warn_at) == (600, 540)
+    route = router.route(call)
+    assert (route.max_seconds, route.warn_at) == (600, 540)
+    # No warning when billing names none (call shorter than the lead), nor when the call is
+    # cut earlier for another reason (the user's own limit) than the money running out.
+    router.billing = FakeGate(Authorization("k", max_seconds=50, warn_at=None))  # type: ignore[union-attr]
+    assert router.route(call).warn_at is None
+    net, alice, _, _ = _setup(LOCAL, OUT, max_call_seconds=300)
+    router = net.core.b2bua.router
+    router.billing = FakeGate(Authorization("k", max_seconds=600, warn_at=540))  # type: ignore[union-attr]
+    alice.invite("02071234567")
+    (call,) = net.core.calls
+    assert (call.max_seconds, call.warn_at) == (300, None)
+
+
+def test_the_caller_is_warned_once_at_answer_plus_warn_at_then_cut() -> None:
+    net, alice, _, _ = _setup(LOCAL, OUT)
+    b2bua = net.core.b2bua
+    b2bua.router.billing = FakeGate(Authorization("k", max_seconds=90, warn_at=30))  # type: ignore[union-attr]
+    anchor = WarnRecorder(net)
+    b2bua.media = anchor
+    alice.invite("02071234567")
+    dialog = Dialog.from_uac(alice.invite_request, alice.responses[-1])
+    alice.layer.send_stateless(dialog.create_request("ACK", via=_via(alice)), PBX)
+    net.run()
+    (call,) = net.core.calls
+    assert call.answered is not None and call.due <= call.answered + 30
+    net.advance(29.5, step=0.25)
+    assert anchor.warned == []
+    net.advance(0.75, step=0.25)
+    assert anchor.warned == [(call.id, call.answered + 30)]
+    assert call.warn_at is None and call.due > net.clock.now  # sent once
+    net.advance(59.0, step=0.25)
+    assert len(anchor.warned) == 1 and list(net.core.calls)  # still up until the limit
+    net.advance(1.0, step=0.25)
+    assert not list(net.core.calls) and net.ended.calls[-1].reason == "max_duration"

@@ -16,7 +16,9 @@ from typing import Any
 
 import pytest
 
-from minipbx.media.relay import MediaError
+from minipbx.media.g711 import PCMA, PCMU
+from minipbx.media.player import tone
+from minipbx.media.relay import Injection, MediaError, rtp_payload
 from minipbx.transport.rtp import RelayManager, RelaySession, RtpPortPool
 
 HOST = "127.0.0.1"
@@ -411,6 +413,103 @@ async def test_manager_needs_an_address_for_a_wildcard_pool() -> None:
     with pytest.raises(ValueError, match="relay address needed"):
         RelayManager(pool)
     assert RelayManager(pool, "198.18.0.1").address == "198.18.0.1"
+
+
+# -- injected audio (the warning before a prepaid call is cut) ------------------------------
+
+
+def rtp_pt(seq: int, pt: int, payload: bytes, *, marker: bool = False) -> bytes:
+    """An RTP packet of payload type ``pt`` (SSRC 0x1234, timestamp 160 per packet)."""
+    return (
+        struct.pack("!BBHII", 0x80, pt | (0x80 if marker else 0), seq, seq * 160, 0x1234) + payload
+    )
+
+
+BEEP = tone(440, 0.05, -15)  # 400 samples: two full 20 ms frames and half of a third
+
+
+async def test_injected_audio_replaces_the_payloads_sent_to_one_side(
+    manager: RelayManager, phone: PhoneFactory
+) -> None:
+    session, a, b = await call(manager, phone)
+    session.inject("a", BEEP)
+    sent = [rtp_pt(n, 0, bytes([n]) * 160, marker=n == 1) for n in range(1, 5)]
+    for n, packet in enumerate(sent, 1):
+        b.send(packet, session.port("b"))
+        a.send(rtp(n), session.port("a"))
+        assert (await b.next())[0] == rtp(n)  # the other way is untouched
+    heard = [(await a.next())[0] for _ in sent]
+    for original, packet in zip(sent, heard, strict=True):
+        assert len(packet) == len(original) and packet[:12] == original[:12]  # RFC 3550 header
+    expected = PCMU.decode(PCMU.encode(BEEP))
+    assert (PCMU.decode(heard[0][12:]) == expected[:160]).all()
+    assert (PCMU.decode(heard[1][12:]) == expected[160:320]).all()
+    assert (PCMU.decode(heard[2][12:92]) == expected[320:]).all()
+    assert heard[2][92:] == bytes([PCMU.silence]) * 80  # the last frame completed with silence
+    assert heard[3] == sent[3]  # done: relayed as is again
+    stats = session.stats()
+    assert (stats.b_to_a.rtp_packets, stats.b_to_a.rtp_bytes) == (4, 4 * 172)
+
+
+async def test_injection_follows_each_packets_law_and_skips_other_payload_types(
+    manager: RelayManager, phone: PhoneFactory
+) -> None:
+    session, a, b = await call(manager, phone)
+    session.inject("b", BEEP[:240].tobytes())  # little-endian 16-bit bytes work too
+    event = rtp_pt(1, 101, b"\x05\x0a\x00\xa0")  # RFC 4733 telephone-event: untouched
+    pcma = rtp_pt(2, 8, b"\xd5" * 160)
+    short = rtp_pt(3, 0, b"\xff" * 80)  # 10 ms packet: 80 samples
+    for packet in (event, pcma, short):
+        a.send(packet, session.port("a"))
+    heard = [(await b.next())[0] for _ in range(3)]
+    assert heard[0] == event
+    assert heard[1][:12] == pcma[:12] and len(heard[1]) == len(pcma)
+    assert (PCMA.decode(heard[1][12:]) == PCMA.decode(PCMA.encode(BEEP[:160]))).all()
+    assert heard[2][:12] == short[:12] and len(heard[2]) == len(short)
+    assert (PCMU.decode(heard[2][12:]) == PCMU.decode(PCMU.encode(BEEP[160:240]))).all()
+    a.send(pcma, session.port("a"))
+    assert (await b.next())[0] == pcma  # all 240 samples sent
+
+
+async def test_injection_keeps_csrc_extension_and_padding(
+    manager: RelayManager, phone: PhoneFactory
+) -> None:
+    session, a, b = await call(manager, phone)
+    session.inject("a", BEEP[:160])
+    # V=2 P=1 X=1 CC=1, CSRC, a one-word extension, 160 payload bytes, 4 bytes of padding
+    header = struct.pack("!BBHII", 0xB1, 0, 9, 1440, 0x1234) + b"CSRC"
+    extension = b"\xbe\xde\x00\x01" + b"EXT!"
+    packet = header + extension + b"\xff" * 160 + b"\x00\x00\x00\x04"
+    assert rtp_payload(packet) == (24, 184)
+    b.send(packet, session.port("b"))
+    heard = (await a.next())[0]
+    assert heard[:24] == packet[:24] and heard[184:] == packet[184:]
+    assert heard[24:184] == PCMU.encode(BEEP[:160])
+
+
+async def test_inject_checks_the_side_and_ignores_a_closed_session(
+    manager: RelayManager, phone: PhoneFactory
+) -> None:
+    session, a, b = await call(manager, phone)
+    with pytest.raises(ValueError, match="'a' or 'b'"):
+        session.inject("c", BEEP)  # type: ignore[arg-type]
+    session.inject("a", BEEP[:0])  # nothing to play: the hot path stays clear
+    b.send(rtp(1), session.port("b"))
+    assert (await a.next())[0] == rtp(1)
+    session.close()
+    session.inject("a", BEEP)
+
+
+def test_injection_gives_up_when_no_packet_comes_in_time() -> None:
+    injection = Injection(BEEP, now=100.0, grace=1.0)  # 0.05 s of audio: until 101.05
+    assert rtp_payload(b"\x80") is None and rtp_payload(rtp(1)[:11]) is None
+    assert injection.apply(b"\x00" * 20, 100.0) == b"\x00" * 20  # not RTP: skipped
+    assert injection.skipped == 1 and not injection.done
+    assert injection.apply(rtp(1), 101.1) == rtp(1)
+    assert injection.done and injection.packets == 0
+    injection.extend(BEEP, 102.0)
+    assert injection.remaining == 400 and injection.expires == pytest.approx(103.05)
+    assert injection.apply(rtp(2), 102.0) != rtp(2) and injection.remaining == 240
 
 
 async def _until(condition: Callable[[], bool]) -> None:
