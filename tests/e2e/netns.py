@@ -27,22 +27,20 @@ import math
 import os
 import re
 import shutil
-import struct
 import subprocess
 import sys
-import wave
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
+from tests.e2e.baresip_kit import RATE, read_samples, write_config
 from tests.e2e.support import stop, tail
 
 PREFIX = "mpxnat"
 PUBLIC_NET = "198.18.0"  # RFC 2544 benchmarking range: never a real address
 PBX_IP = f"{PUBLIC_NET}.1"
-RATE = 8000
 
 
 @dataclass(frozen=True)
@@ -254,28 +252,6 @@ def _check_nat(lab: NatLab) -> None:
 # -- audio ----------------------------------------------------------------------------------------
 
 
-def write_tone(path: Path, frequency: float, seconds: int) -> None:
-    """A sine tone, 8 kHz mono 16-bit, as baresip's aufile wants."""
-    frames = b"".join(
-        struct.pack("<h", int(8000 * math.sin(2 * math.pi * frequency * i / RATE)))
-        for i in range(RATE * seconds)
-    )
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(RATE)
-        out.writeframes(frames)
-
-
-def read_samples(path: Path) -> list[int]:
-    """The samples of a 16-bit mono WAV file."""
-    with wave.open(str(path), "rb") as dump:
-        if dump.getsampwidth() != 2:
-            raise ValueError(f"{path}: expected 16-bit samples")
-        data = dump.readframes(dump.getnframes())
-    return list(struct.unpack(f"<{len(data) // 2}h", data))
-
-
 def dominant_frequency(samples: Sequence[int]) -> tuple[float, float]:
     """(frequency in Hz of the FFT peak, RMS level) of ``samples`` (8 kHz)."""
     import numpy as np
@@ -313,28 +289,14 @@ class NatPhone:
         cls, root: Path, site: Site, extension: str, password: str, tone: float, seconds: int
     ) -> NatPhone:
         directory = root / f"phone{site.name}"
-        (directory / "snd").mkdir(parents=True)
-        write_tone(directory / "tone.wav", tone, seconds)
-        config = [
-            "module_path /usr/lib/baresip/modules",
-            f"net_interface {site.phone_ip}",
-            f"sip_listen {site.phone_ip}:5060",
-            "audio_player alsa,null",
-            "audio_alert alsa,null",
-            f"audio_source aufile,{directory / 'tone.wav'}",
-            "module g711.so",
-            "module aufile.so",
-            "module alsa.so",
-            "module sndfile.so",
-            f"snd_path {directory / 'snd'}",
-            "module_tmp account.so",
-            "module_app menu.so",
-            "rtp_stats yes",
-        ]
-        (directory / "config").write_text("\n".join(config) + "\n")
-        (directory / "accounts").write_text(
-            f"<sip:{extension}@{PBX_IP}:5060>;auth_pass={password};"
-            "answermode=auto;audio_codecs=PCMU;regint=60\n"
+        write_config(
+            directory,
+            listen_ip=site.phone_ip,
+            listen_port=5060,
+            account=f"{extension}@{PBX_IP}:5060",
+            password=password,
+            tone=tone,
+            tone_seconds=seconds,
         )
         return cls(site, extension, directory, tone)
 

@@ -9,39 +9,24 @@ from __future__ import annotations
 
 import math
 import re
-import struct
 import subprocess
-import wave
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from tests.e2e.baresip_kit import RATE, read_samples, write_config
 from tests.e2e.conftest import Pbx
 from tests.e2e.support import HOST, free_port, require_tool, stop, tail, wait_for
 
 pytestmark = pytest.mark.slow
 
-RATE = 8000
 CALL_SECONDS = 4  # the caller quits (hangs up) after this
 TONE_SECONDS = 30  # aufile reads the file once: longer than any call here
 MIN_PACKETS = 50  # 20 ms packets: one second of audio
 _REGISTERED = re.compile(r"\{0/UDP/v4\} 200 OK")
 _REGISTER_FAILED = re.compile(r"reg: |\{0/UDP/v4\} [3-6]\d\d")
 _PACKETS = re.compile(r"packets:\s+(\d+)\s+(\d+)")
-
-
-def _write_tone(path: Path, frequency: float) -> None:
-    """A sine tone, 8 kHz mono 16-bit, as baresip's aufile wants."""
-    frames = b"".join(
-        struct.pack("<h", int(8000 * math.sin(2 * math.pi * frequency * i / RATE)))
-        for i in range(RATE * TONE_SECONDS)
-    )
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(RATE)
-        out.writeframes(frames)
 
 
 def _power(samples: list[int], frequency: float) -> float:
@@ -67,29 +52,15 @@ class Phone:
     def create(cls, root: Path, name: str, user: tuple[str, str], pbx: Pbx, tone: float) -> Phone:
         extension, password = user
         directory = root / name
-        (directory / "snd").mkdir(parents=True)
-        _write_tone(directory / "tone.wav", tone)
         port = free_port(tcp=True, span=(0, 1))  # UDP+TCP on port, TLS on port + 1
-        config = [
-            "module_path /usr/lib/baresip/modules",
-            f"net_interface {HOST}",
-            f"sip_listen {HOST}:{port}",
-            "audio_player alsa,null",
-            "audio_alert alsa,null",
-            f"audio_source aufile,{directory / 'tone.wav'}",
-            "module g711.so",
-            "module aufile.so",
-            "module alsa.so",
-            "module sndfile.so",
-            f"snd_path {directory / 'snd'}",
-            "module_tmp account.so",
-            "module_app menu.so",
-            "rtp_stats yes",
-        ]
-        (directory / "config").write_text("\n".join(config) + "\n")
-        (directory / "accounts").write_text(
-            f"<sip:{extension}@{HOST}:{pbx.port}>;auth_pass={password};"
-            "answermode=auto;audio_codecs=PCMU;regint=60\n"
+        write_config(
+            directory,
+            listen_ip=HOST,
+            listen_port=port,
+            account=f"{extension}@{HOST}:{pbx.port}",
+            password=password,
+            tone=tone,
+            tone_seconds=TONE_SECONDS,
         )
         return cls(name, extension, directory, tone)
 
@@ -119,10 +90,7 @@ class Phone:
         """Samples of the decoded audio (the ``*-dec.wav`` dump of the call)."""
         dumps = sorted((self.directory / "snd").glob("*-dec.wav"))
         assert dumps, f"{self.name}: no decoded-audio dump"
-        with wave.open(str(dumps[-1]), "rb") as dump:
-            assert dump.getsampwidth() == 2, "expected 16-bit samples"
-            data = dump.readframes(dump.getnframes())
-        return list(struct.unpack(f"<{len(data) // 2}h", data))
+        return read_samples(dumps[-1])
 
     def registration_settled(self) -> bool:
         """True once baresip printed the outcome of its first REGISTER."""
