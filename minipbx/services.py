@@ -212,6 +212,8 @@ class CallChannel:
     async def transfer(self, kind: TransferKind, target: str, *, come_back: bool = False) -> int:
         """Hand the caller to ``target``; the status (200: answered). ``come_back``: when
         the callee hangs up the caller returns to this service (await :meth:`returned`)."""
+        if kind is TransferKind.VOICEMAIL:  # the caller is on our media already: stay
+            return await self._runner.serve_in_place(self, "voicemail", target)
         loop = self._runner.loop
         self.transfer_result = result = loop.create_future()
         self.come_back = loop.create_future() if come_back else None
@@ -393,6 +395,24 @@ class ServiceRunner:
         running.channel.endpoint.close("call ended")
 
     # -- from the service task ---------------------------------------------------------------
+
+    async def serve_in_place(self, channel: CallChannel, kind: str, arg: str) -> int:
+        """Another service on the same call and media (an attendant's voicemail key): 200
+        once it ran, 404 when it has nothing for ``arg``, 501 when there is no such kind."""
+        handler = self.services.get(kind)
+        if handler is None:
+            return 501
+        if not handler.accepts(channel.tenant_id, arg):
+            return 404
+        outcome = await handler.run(channel, arg)
+        log.info(
+            "event=service_chained call=%s service=%s:%s outcome=%s",
+            channel.call_id,
+            kind,
+            arg,
+            outcome,
+        )
+        return 200
 
     def control_transfer(self, call: Call, kind: str, target: str, come_back: bool = False) -> None:
         control = self.control()

@@ -228,3 +228,41 @@ async def test_the_call_ending_while_transferred_ends_the_wait(tmp_path: Path) -
     runner.stop(call)  # the caller hung up during the card call
     await asyncio.wait_for(script.done.wait(), 2)
     assert script.seen == [200] and control.hangups == [] and runner.count == 0
+
+
+class Mailbox:
+    """A voicemail service stand-in: records the boxes it served."""
+
+    def __init__(self) -> None:
+        self.served: list[str] = []
+
+    def accepts(self, tenant_id: int, arg: str) -> bool:
+        return arg == "101"
+
+    async def run(self, channel: Channel, arg: str) -> str:
+        self.served.append(arg)
+        return "saved"
+
+
+class ToVoicemail(Script):
+    """An attendant whose key sends the caller to a voice mailbox."""
+
+    async def run(self, channel: Channel, arg: str) -> str:
+        try:
+            self.seen.append(await channel.transfer(TransferKind.VOICEMAIL, "101"))
+            self.seen.append(await channel.transfer(TransferKind.VOICEMAIL, "999"))
+            return "done"
+        finally:
+            self.done.set()
+
+
+async def test_voicemail_key_runs_the_mailbox_on_the_same_media(tmp_path: Path) -> None:
+    low = _free_even_port()
+    pool = RtpPortPool("127.0.0.1", low, low + 9)
+    control, script, mailbox = Control(), ToVoicemail(), Mailbox()
+    runner = _runner(pool, control, script, tmp_path)
+    runner.services = {"test": script, "voicemail": mailbox}
+    runner.start(_call(), "test:known", OFFER)
+    await asyncio.wait_for(script.done.wait(), 2)
+    assert script.seen == [200, 404] and mailbox.served == ["101"]
+    assert control.transfers == []  # no SIP transfer: the caller stayed on our stream
