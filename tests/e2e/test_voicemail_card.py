@@ -62,6 +62,7 @@ USERS = (
 )
 CARD_ACCESS = "700"
 CARD_NUMBER, CARD_PIN = "5550001", "4321"
+RETURN_CARD, RETURN_PIN = "5550002", "8765"  # money for several calls
 CARD_BALANCE = Decimal("0.20")
 PRICE = Decimal("3.00")  # per minute: 0.05 a second, so the card pays for 4 s
 PAID_SECONDS = 4
@@ -137,6 +138,9 @@ async def _configure(db: Database, users: dict[str, str], smtp_port: int, trunk:
     await rates.add_rate(table.id, "0", PRICE, first_increment=1, next_increment=1)
     await SqlCardRepo(db).add(
         tenant.id, CARD_NUMBER, CARD_PIN, balance=CARD_BALANCE, rate_table_id=table.id
+    )
+    await SqlCardRepo(db).add(
+        tenant.id, RETURN_CARD, RETURN_PIN, balance=Decimal("1.00"), rate_table_id=table.id
     )
     plans = SqlDialPlanRepo(db)
     plan = await plans.add(tenant.id, "services")
@@ -299,6 +303,7 @@ def caller_scenario(
     reinvite: bool = False,
     hang_up: bool = True,
     bye_timeout_ms: int = 30000,
+    extra: tuple[str, ...] = (),
 ) -> str:
     """A caller: INVITE (PCMA + telephone-event), 407, INVITE with credentials, 200, ACK,
     a pause, ``pcap`` played (keys or speech), then the hand-back re-INVITE answered if
@@ -365,6 +370,7 @@ def caller_scenario(
         body.append(f'  <nop><action><exec play_pcap_audio="{pcap}"/></action></nop>')
     if reinvite:
         body.append(_ANSWER_REINVITE)
+    body += extra
     if after_ms:
         body.append(f'  <pause milliseconds="{after_ms}"/>')
     body.append(_SEND_BYE if hang_up else _WAIT_BYE.replace("@BYE_TIMEOUT@", str(bye_timeout_ms)))
@@ -458,8 +464,8 @@ def test_unanswered_call_goes_to_voicemail(
     assert len(lab.db(lambda db: _messages(db, NO_ANSWER))) == 1, log
 
 
-async def _card_state(db: Database) -> tuple[Decimal, list[object]]:
-    card = await SqlCardRepo(db).find(1, CARD_NUMBER)
+async def _card_state(db: Database, number: str = CARD_NUMBER) -> tuple[Decimal, list[object]]:
+    card = await SqlCardRepo(db).find(1, number)
     assert card is not None
     entries = await SqlLedgerRepo(db).list_entries(card_id=card.id)
     return card.balance, list(entries)
@@ -556,3 +562,44 @@ def test_forwarding_of_each_kind(
     if first is not None:
         assert first.wait(10).returncode == 0
     assert 181 in result.responses("INVITE"), result.describe()  # RFC 3261 21.1.3
+
+
+def _play(pcap: Path) -> str:
+    return f'  <nop><action><exec play_pcap_audio="{pcap}"/></action></nop>'
+
+
+def test_calling_card_caller_comes_back_for_the_next_call(
+    lab: Lab, pbx: Pbx, sipp: SippFactory, tmp_path: Path
+) -> None:
+    """The destination hangs up: the caller is re-INVITEd without SDP, offers, and is back
+    at "enter number"; a second call, then ``#`` alone ends the session."""
+    provider = sipp(
+        "uas_late_offer_hangs_up.xml", name="provider", port=lab.trunk_port, recv_timeout=30
+    )
+    provider.calls = 2
+    provider.start()
+    login = write_dtmf_pcap(tmp_path / "login.pcap", f"{RETURN_CARD}#{RETURN_PIN}#{DESTINATION}#")
+    again = write_dtmf_pcap(tmp_path / "again.pcap", f"{DESTINATION}#")
+    done = write_dtmf_pcap(tmp_path / "done.pcap", "#")
+    back = (_ANSWER_REINVITE, _ANSWER_REINVITE)  # the hand-back, then the way back
+    scenario = caller_scenario(
+        tmp_path / "card.xml",
+        pcap=str(login),
+        pause_ms=1000,
+        extra=(*back, _play(again), *back, _play(done)),
+        hang_up=False,
+    )
+    caller = sipp(scenario, name="card", rows=[_row(lab, CARD_CALLER, CARD_ACCESS)], auth=True)
+    caller.timeout = 80.0
+    caller.recv_timeout = 40.0
+    result = caller.run()
+    assert result.returncode == 0, result.describe()
+    assert provider.wait(10).returncode == 0
+    log = pbx.log_since_mark()
+    assert log.count("event=call_came_back") == 2, log
+    balance, entries = lab.db(lambda db: _card_state(db, RETURN_CARD))
+    charges = [e for e in entries if e.kind == "charge"]  # type: ignore[attr-defined]
+    assert len(charges) == 2, (entries, log)
+    spent = -sum(e.amount for e in charges)  # type: ignore[attr-defined]
+    assert Decimal("0.05") <= spent / 2 <= Decimal("0.20")  # about 1.5 s each at 0.05/s
+    assert balance == Decimal("1.00") - spent
