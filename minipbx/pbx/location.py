@@ -109,34 +109,41 @@ class Location(Protocol):
 class MemoryLocation:
     """A :class:`Location` in process memory.
 
-    Bindings live in a dictionary of tuples; a heap of ``(earliest expiry, aor)`` drives
-    :meth:`expire`. Heap entries left behind by refreshes are skipped when popped and the
-    heap is rebuilt once they outnumber the AORs, so memory stays proportional to the
-    bindings held.
+    Bindings live in a dictionary by AOR: the binding itself when the AOR has one (most
+    have: a tuple around each would add 64 bytes to every registration), else a tuple.
+    A heap of ``(earliest expiry, aor)`` drives :meth:`expire`. Heap entries left behind
+    by refreshes are skipped when popped and the heap is rebuilt once they outnumber the
+    AORs, so memory stays proportional to the bindings held.
     """
 
     __slots__ = ("_aors", "_count", "_heap")
 
     def __init__(self) -> None:
         """Start empty."""
-        self._aors: dict[Aor, tuple[Binding, ...]] = {}
+        self._aors: dict[Aor, Binding | tuple[Binding, ...]] = {}
         self._heap: list[tuple[float, Aor]] = []
         self._count = 0
 
     def lookup(self, aor: Aor, now: float) -> list[Binding]:
         """The bindings of ``aor`` not expired at ``now``."""
-        return [b for b in self._aors.get(aor, ()) if b.expires_at > now]
+        held = self._aors.get(aor)
+        if held is None:
+            return []
+        if isinstance(held, Binding):
+            return [held] if held.expires_at > now else []
+        return [b for b in held if b.expires_at > now]
 
     def replace(self, aor: Aor, bindings: Sequence[Binding]) -> None:
         """Make ``bindings`` the whole set of ``aor`` (empty: remove it)."""
         for binding in bindings:
             if binding.aor != aor:
                 raise ValueError(f"binding for {binding.aor} stored under {aor}")
-        old = self._aors.pop(aor, ())
-        self._count -= len(old)
+        old = self._aors.pop(aor, None)
+        if old is not None:
+            self._count -= 1 if isinstance(old, Binding) else len(old)
         if not bindings:
             return
-        self._aors[aor] = tuple(bindings)
+        self._aors[aor] = bindings[0] if len(bindings) == 1 else tuple(bindings)
         self._count += len(bindings)
         heapq.heappush(self._heap, (min(b.expires_at for b in bindings), aor))
         if len(self._heap) > 2 * len(self._aors) + 1024:
@@ -144,7 +151,10 @@ class MemoryLocation:
 
     def remove(self, aor: Aor) -> list[Binding]:
         """Remove every binding of ``aor``; return them."""
-        old = self._aors.pop(aor, ())
+        held = self._aors.pop(aor, None)
+        if held is None:
+            return []
+        old = _as_tuple(held)
         self._count -= len(old)
         return list(old)
 
@@ -154,16 +164,17 @@ class MemoryLocation:
         heap = self._heap
         while heap and heap[0][0] <= now:
             _, aor = heapq.heappop(heap)
-            current = self._aors.get(aor)
-            if current is None:
+            held = self._aors.get(aor)
+            if held is None:
                 continue  # removed or replaced since: a stale entry
+            current = _as_tuple(held)
             keep = tuple(b for b in current if b.expires_at > now)
             if len(keep) == len(current):
                 continue  # refreshed since: its own entry is further down the heap
             removed.extend(b for b in current if b.expires_at <= now)
             self._count -= len(current) - len(keep)
             if keep:
-                self._aors[aor] = keep
+                self._aors[aor] = keep[0] if len(keep) == 1 else keep
                 heapq.heappush(heap, (min(b.expires_at for b in keep), aor))
             else:
                 del self._aors[aor]
@@ -175,8 +186,8 @@ class MemoryLocation:
 
     def bindings(self) -> Iterator[Binding]:
         """Every binding held."""
-        for bindings in list(self._aors.values()):
-            yield from bindings
+        for held in list(self._aors.values()):
+            yield from _as_tuple(held)
 
     def aors(self) -> Iterator[Aor]:
         """Every address-of-record with at least one binding."""
@@ -190,8 +201,15 @@ class MemoryLocation:
         return self._count
 
     def _rebuild_heap(self) -> None:
-        self._heap = [(min(b.expires_at for b in bs), aor) for aor, bs in self._aors.items()]
+        self._heap = [
+            (min(b.expires_at for b in _as_tuple(held)), aor) for aor, held in self._aors.items()
+        ]
         heapq.heapify(self._heap)
+
+
+def _as_tuple(held: Binding | tuple[Binding, ...]) -> tuple[Binding, ...]:
+    """The bindings :class:`MemoryLocation` keeps for an AOR, as a tuple."""
+    return (held,) if isinstance(held, Binding) else held
 
 
 # --- NAT detection and targets -------------------------------------------------------------

@@ -466,7 +466,7 @@ class Via:
         if not host:
             raise ParseError(f"missing host in Via {value[:80]!r}")
         host = check_host(host)
-        port_no = parse_uint(port, "Via port", 65535) if colon else None
+        port_no = _via_port(port) if colon else None
         parsed = parse_header_params(semi + params, "Via") if semi else {}
         received = parsed.get("received")
         if received is not None:  # RFC 3261 25.1 (and RFC 5118 4.5): an IP address, no name
@@ -554,9 +554,26 @@ class Token:
         return unquote(self.params.get(name))
 
 
+_VIA_PORTS: dict[str, int] = {}  # one int per port text, see _via_port
+_VIA_PORTS_SIZE = 4096
+
+
+def _via_port(text: str) -> int:
+    """The Via sent-by port; one shared int per port text (bounded table): each server
+    transaction's key keeps one, and ints above 256 are otherwise a new object each."""
+    port = _VIA_PORTS.get(text)
+    if port is None:
+        port = parse_uint(text, "Via port", 65535)
+        if len(_VIA_PORTS) >= _VIA_PORTS_SIZE:
+            _VIA_PORTS.clear()
+        _VIA_PORTS[text] = port
+    return port
+
+
 def clear_parse_caches() -> None:
-    """Forget the shared parses of URIs, name-addrs and hosts (bounded; for memory tests)."""
+    """Forget the shared parses of URIs, name-addrs, hosts and ports (bounded tables)."""
     _NAME_ADDRS.clear()
+    _VIA_PORTS.clear()
     clear_uri_caches()
 
 

@@ -30,7 +30,9 @@ Decisions worth knowing:
 from __future__ import annotations
 
 import heapq
+import mmap
 import secrets
+from array import array
 from collections import deque
 from collections.abc import Callable, Hashable
 
@@ -39,6 +41,7 @@ from minipbx.sip.message import Message, Request, Response
 from minipbx.sip.transaction_machine import (
     INITIAL_STATE,
     MAGIC_COOKIE,
+    NO_TIMERS,
     STATE_TIMERS,
     TRANSITIONS,
     AckReceived,
@@ -95,6 +98,10 @@ __all__ = [
 
 _UNRELIABLE = frozenset({"UDP"})
 _COMPACT_ABOVE = 4096  # transactions: below that, the tables are not worth copying
+_SPOOL_SIZE = 64 * 1024  # bytes of one spool mapping (about 150 responses)
+_TIMER_J = Trigger.TIMER_J
+_COMPLETED = TxState.COMPLETED
+_NEVER = float("inf")
 _HeapEntry = tuple[float, int, Transaction, Trigger]
 _AckKey = tuple[str, int, str | None, str | None]
 
@@ -129,6 +136,9 @@ class TransactionLayer:
         self._heap: list[_HeapEntry] = []
         self._token = 0
         self._live = 0  # armed timers; the rest of the heap is stale (lazy deletion)
+        # Timer J runs apart from the heap, see _arm.
+        self._timer_j: deque[Transaction] = deque()
+        self._spool: _Spool | None = None  # filling; see _spool_response
 
     # -- queries -------------------------------------------------------------------------
 
@@ -296,6 +306,29 @@ class TransactionLayer:
                 # Timer J keeps the transaction 32 s only to resend the response bytes
                 # (kept serialized): nothing else is held (ServerTransaction._compact).
                 transaction._compact()
+                self._spool_response(transaction)
+
+    def _spool_response(self, tx: ServerTransaction) -> None:
+        """Move the response bytes of a compacted transaction into the spool.
+
+        During a registration storm tens of thousands of them wait for Timer J at once.
+        As one small object each, they would be spread among the objects that live on
+        (bindings), and the allocator could give none of that memory back once they end
+        (CPython returns an arena only when it is entirely free). In the spool they share
+        anonymous mappings, each unmapped once the last of its transactions is freed.
+        """
+        data = tx._data
+        if len(data) > _SPOOL_SIZE // 8:
+            return  # rare big responses keep their own bytes
+        spool = self._spool
+        if spool is None or not spool.add(tx.key, data):
+            try:
+                spool = _Spool(_SPOOL_SIZE)
+            except OSError:  # no mapping available: keep the bytes where they are
+                return
+            self._spool = spool
+            spool.add(tx.key, data)
+        tx._spooled(spool)
 
     def send_stateless(self, message: Message | bytes, destination: Address) -> None:
         """Queue a message (or its bytes) outside any transaction (ACK for a 2xx, replies)."""
@@ -327,23 +360,41 @@ class TransactionLayer:
     def get_timer(self) -> float | None:
         """The earliest deadline of any transaction, or None."""
         heap = self._heap
+        when = self._next_timer_j()
         while heap:
             _, token, tx, timer = heap[0]
             if tx._timers.get(timer) == token:
-                return heap[0][0]
+                return heap[0][0] if heap[0][0] < when else when
             heapq.heappop(heap)  # stale: disarmed or re-armed since
-        return None
+        return None if when == _NEVER else when
 
     def handle_timer(self, now: float) -> None:
-        """Fire every timer whose deadline is not after ``now``."""
+        """Fire every timer whose deadline is not after ``now``, earliest first."""
         heap = self._heap
-        while heap and heap[0][0] <= now:
-            _, token, tx, timer = heapq.heappop(heap)
-            if tx._timers.get(timer) != token:
-                continue
-            del tx._timers[timer]
-            self._live -= 1
-            tx._handle(timer, now)
+        queue = self._timer_j
+        while True:
+            when = self._next_timer_j()
+            if heap and heap[0][0] <= now and heap[0][0] <= when:
+                _, token, tx, timer = heapq.heappop(heap)
+                if tx._timers.get(timer) != token:
+                    continue
+                del tx._timers[timer]
+                self._live -= 1
+                tx._handle(timer, now)
+            elif when <= now:
+                queue.popleft()._handle(_TIMER_J, now)
+            else:
+                return
+
+    def _next_timer_j(self) -> float:
+        """The deadline at the head of the Timer J queue (dropping ended transactions)."""
+        queue = self._timer_j
+        while queue:
+            tx = queue[0]
+            if tx.state is _COMPLETED:
+                return tx._interval
+            queue.popleft()  # ended otherwise since (a transport error): stale
+        return _NEVER
 
     # -- Host protocol, called by the transactions -------------------------------------------
 
@@ -354,10 +405,23 @@ class TransactionLayer:
         self._events.append(event)
 
     def _arm(self, tx: Transaction, timer: Trigger, deadline: float) -> None:
+        if timer is _TIMER_J:
+            # RFC 3261 17.2.2: Timer J holds a completed non-INVITE server transaction 64*T1
+            # on UDP, the same for every one: during a registration storm tens of thousands
+            # wait on it at once. Deadlines come in arming order (the clock only goes
+            # forward), so a queue of the transactions, each with its deadline, replaces a
+            # heap entry, a token and a timer table per transaction. Completed is the only
+            # state with Timer J and is left only through it or a transport error.
+            tx._interval = deadline
+            self._timer_j.append(tx)
+            return
+        timers = tx._timers
+        if timers is NO_TIMERS:
+            timers = tx._timers = {}
         self._token += 1
-        if timer not in tx._timers:
+        if timer not in timers:
             self._live += 1
-        tx._timers[timer] = self._token
+        timers[timer] = self._token
         heap = self._heap
         heapq.heappush(heap, (deadline, self._token, tx, timer))
         if len(heap) > 2 * self._live + 256:
@@ -381,10 +445,13 @@ class TransactionLayer:
         self._server = dict(self._server)
         self._accepted = dict(self._accepted)
         self._peak = self.transaction_count
+        if not self._server:
+            self._spool = None  # its transactions are gone: unmapped unless one is held
 
     def _removed(self, tx: Transaction) -> None:
-        self._live -= len(tx._timers)
-        tx._timers.clear()
+        if tx._timers:
+            self._live -= len(tx._timers)
+            tx._timers.clear()
         table: dict[Hashable, ClientTransaction] | dict[Hashable, ServerTransaction]
         table = self._client if isinstance(tx, ClientTransaction) else self._server
         if table.get(tx.key) is tx:
@@ -407,6 +474,45 @@ class TransactionLayer:
                 tx.last_response = tx._last_response.essentials()
             tx._data = b""
         self._events.append(TransactionTerminated(tx))
+
+
+class _Spool:
+    """Response bytes of compacted server transactions, one after another in a private
+    anonymous mapping (see ``TransactionLayer._spool_response``).
+
+    Each transaction holds the spool its bytes are in and finds them by its key: the key
+    objects are kept here and compared by identity (a later transaction with an equal key
+    is another one). The mapping is unmapped when the spool is freed, i.e. when the
+    layer moved on to another one and no transaction in it is left (a transaction that
+    someone keeps long after it ended keeps the whole mapping: the PBX keeps none).
+    """
+
+    __slots__ = ("_ends", "_keys", "_map", "_used")
+
+    def __init__(self, size: int) -> None:
+        self._map = mmap.mmap(-1, size)
+        self._keys: list[Hashable] = []
+        self._ends = array("I")
+        self._used = 0
+
+    def add(self, key: Hashable, data: bytes) -> bool:
+        """Store ``data`` for ``key``; False when it does not fit."""
+        start = self._used
+        end = start + len(data)
+        if end > len(self._map):
+            return False
+        self._map[start:end] = data
+        self._used = end
+        self._keys.append(key)
+        self._ends.append(end)
+        return True
+
+    def get(self, key: Hashable) -> bytes:
+        """The bytes stored for ``key`` (this very object)."""
+        for i, known in enumerate(self._keys):
+            if known is key:
+                return self._map[self._ends[i - 1] if i else 0 : self._ends[i]]
+        raise KeyError(key)
 
 
 def _trim(tx: Transaction) -> None:

@@ -214,6 +214,10 @@ for _kind in TransactionKind:
 
 INITIAL_STATE = {_CI: S.CALLING, _CN: S.TRYING, _SI: S.PROCEEDING, _SN: S.TRYING}
 _RETRANSMIT_TIMERS = frozenset({T.TIMER_A, T.TIMER_E, T.TIMER_G, T.TIMER_2XX})
+# The running timers of a transaction that never armed one (most server non-INVITE ones:
+# no timer before Completed, and the host runs Timer J apart). Shared and never written:
+# the host gives a transaction its own dict when it arms the first timer.
+NO_TIMERS: dict[Trigger, int] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -358,6 +362,14 @@ Event = (
 )
 
 
+class Spooled(Protocol):
+    """Where a compacted transaction's response bytes went (the host's spool)."""
+
+    def get(self, key: Hashable) -> bytes:
+        """The bytes stored for the transaction whose key is ``key`` (this very object)."""
+        ...
+
+
 class Host(Protocol):
     """What a transaction needs from the layer that holds it."""
 
@@ -415,13 +427,16 @@ class Transaction:
         self.peer = peer
         self.key = key
         self._last_response: Response | None = None
-        # (Request-URI, To line) of a compacted transaction, see ServerTransaction._compact
-        self._parts: tuple[Uri, str] | None = None
+        # Request-URI (and the To line when the response's does not give it back) of a
+        # compacted transaction, see ServerTransaction._compact
+        self._parts: Uri | tuple[Uri, str] | None = None
         self._host = host
         self._durations = host._durations[reliable]
         self._t2 = host.settings.t2
-        self._timers: dict[Trigger, int] = {}  # running timer -> token of its heap entry
-        self._interval = 0.0  # current retransmission interval
+        self._timers = NO_TIMERS  # running timer -> token of its heap entry (host's business)
+        # Current retransmission interval; in Completed of a server non-INVITE transaction
+        # (no retransmissions) the deadline of Timer J, which its host keeps in a queue.
+        self._interval = 0.0
         self._data = b""  # client: the request; server: the last response, serialized
 
     def __repr__(self) -> str:
@@ -444,7 +459,7 @@ class Transaction:
         """The last response sent (server) or received (client), if any."""
         response = self._last_response
         if response is None and self._parts is not None:
-            parsed = parse(self._data)
+            parsed = parse(self._sent())
             assert isinstance(parsed, Response)
             response = self._last_response = parsed.essentials()
         return response
@@ -452,6 +467,10 @@ class Transaction:
     @last_response.setter
     def last_response(self, response: Response | None) -> None:
         self._last_response = response
+
+    def _sent(self) -> bytes:
+        """The serialized message kept for retransmissions (see ``_data``)."""
+        return self._data
 
     def _rebuild_request(self) -> Request:
         """The identifying headers of a compacted transaction's request, from its response.
@@ -462,7 +481,10 @@ class Transaction:
         parts = self._parts
         response = self.last_response
         assert parts is not None and response is not None, "the request was dropped"
-        uri, to = parts
+        if isinstance(parts, tuple):
+            uri, to = parts
+        else:  # the response's To is the request's with our tag added (RFC 3261 8.2.6.2)
+            uri, to = parts, _untagged(response.headers.get("To") or "")
         items = [(n, to if n == "To" else v) for n, v in response.headers]
         return Request(response.cseq.method, uri, Headers._trusted(items))
 
@@ -590,7 +612,7 @@ class ClientTransaction(Transaction):
 class ServerTransaction(Transaction):
     """A server transaction for ``request``, which came from ``source`` (RFC 3261 17.2)."""
 
-    __slots__ = ("acked",)
+    __slots__ = ("_spool", "acked")
 
     def __init__(
         self,
@@ -603,6 +625,8 @@ class ServerTransaction(Transaction):
     ) -> None:
         super().__init__(kind, request, peer, reliable, key, host)
         self.acked = False  # an ACK for our 2xx arrived (INVITE, Accepted state)
+        # Compacted: the host's spool holds the response bytes instead of ``_data``.
+        self._spool: Spooled | None = None
 
     @property
     def source(self) -> Address:
@@ -618,14 +642,30 @@ class ServerTransaction(Transaction):
 
     def _compact(self) -> None:
         """Completed non-INVITE over UDP: Timer J keeps the transaction 64*T1 only to resend
-        the response bytes (RFC 3261 17.2.2). Keep those bytes, the Request-URI and the
-        request's To line; the parsed request and response are rebuilt from them when
-        someone asks (rarely): tens of thousands of registrations may wait here at once.
+        the response bytes (RFC 3261 17.2.2). Keep those bytes and the Request-URI, plus
+        the request's To line when the response's To is not that line with our tag added;
+        the parsed request and response are rebuilt from them when someone asks (rarely):
+        tens of thousands of registrations may wait here at once.
         """
         request = self.request
-        self._parts = (request.uri, request.headers.get("To") or "")
+        to = request.headers.get("To") or ""
+        response = self._last_response
+        sent = response.headers.get("To") if response is not None else None
+        if sent is not None and _untagged(sent) == to:
+            self._parts = request.uri
+        else:
+            self._parts = (request.uri, to)
         self._request = None
         self._last_response = None
+
+    def _spooled(self, spool: Spooled) -> None:
+        """The response bytes now live in ``spool`` (see TransactionLayer._spool_response)."""
+        self._spool = spool
+        self._data = b""
+
+    def _sent(self) -> bytes:
+        spool = self._spool
+        return self._data if spool is None else spool.get(self.key)
 
     def _run(
         self, action: Action, now: float, msg: Request | Response | None, source: Address
@@ -637,8 +677,8 @@ class ServerTransaction(Transaction):
             self._data = bytes(msg)
             host._send(self._data, self.peer)
         elif action is A.RESEND_RESPONSE:
-            if self._data:
-                host._send(self._data, self.peer)
+            if self._data or self._spool is not None:
+                host._send(self._sent(), self.peer)
             elif self.kind is _SI:  # nothing sent yet: the client wants a 100 now
                 self._run(A.SEND_TRYING, now, None, None)
         elif action is A.SEND_TRYING:
@@ -658,6 +698,12 @@ class ServerTransaction(Transaction):
                 host._emit(AckTimedOut(self))
         else:
             _run_common(self, action)
+
+
+def _untagged(to: str) -> str:
+    """A To line without its last ``;tag=`` parameter (the one a UAS adds, 8.2.6.2)."""
+    cut = to.rfind(";tag=")
+    return to[:cut] if cut >= 0 else to
 
 
 def _run_common(tx: Transaction, action: Action) -> None:

@@ -12,9 +12,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import Table, delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from minipbx.store.coltypes import utcnow
@@ -73,6 +73,9 @@ _REGISTRATION_FIELDS = (
 )
 
 
+_REGISTRATIONS = cast(Table, Registration.__table__)
+
+
 def _registration_record(row: Registration) -> RegistrationRecord:
     return RegistrationRecord(**{name: getattr(row, name) for name in _REGISTRATION_FIELDS})
 
@@ -91,7 +94,9 @@ class SqlRegistrationRepo:
     async def replace_many(self, changes: Mapping[str, Sequence[RegistrationRecord]]) -> None:
         """:meth:`replace` for several AORs in one transaction (for write-behind batches).
 
-        Bindings of users deleted meanwhile are skipped (logged), not an error.
+        Bindings of users deleted meanwhile are skipped (logged), not an error. Rows are
+        inserted ``CHUNK`` at a time: the parameters of a whole storm's batch at once made
+        the process grow by that peak for good (the allocator keeps what it got).
         """
         for aor, bindings in changes.items():
             for binding in bindings:
@@ -107,14 +112,16 @@ class SqlRegistrationRepo:
                 await session.execute(delete(Registration).where(Registration.aor.in_(chunk)))
             rows = [b for bindings in changes.values() for b in bindings]
             live = await _live_user_ids(session, {b.user_id for b in rows})
-            values = [_registration_values(b, now) for b in rows if b.user_id in live]
-            if len(values) < len(rows):
+            kept = [b for b in rows if b.user_id in live]
+            if len(kept) < len(rows):
                 log.info(
                     "store.registrations_skipped reason=user_deleted count=%d",
-                    len(rows) - len(values),
+                    len(rows) - len(kept),
                 )
-            if values:
-                await session.execute(insert(Registration), values)
+            for start in range(0, len(kept), CHUNK):
+                values = [_registration_values(b, now) for b in kept[start : start + CHUNK]]
+                # Core, not the ORM's bulk insert: the same rows with less work each.
+                await session.execute(insert(_REGISTRATIONS), values)
 
     async def delete(self, aor: str) -> int:
         """Remove every binding of ``aor``; returns how many there were."""

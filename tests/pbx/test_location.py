@@ -87,6 +87,20 @@ def test_refreshed_bindings_do_not_expire_early() -> None:
     assert loc.lookup((1, "100"), 50.0) == [fresh]
 
 
+def test_a_lone_binding_is_kept_without_a_tuple() -> None:
+    loc = MemoryLocation()
+    a, b = binding(expires_at=100.0), binding(contact="sip:100@192.0.2.11", expires_at=50.0)
+    loc.replace((1, "100"), [a])
+    assert loc._aors[(1, "100")] is a  # most AORs: one phone, no tuple around it
+    loc.replace((1, "100"), [a, b])
+    assert loc._aors[(1, "100")] == (a, b)
+    assert loc.expire(50.0) == [b]
+    assert loc._aors[(1, "100")] is a and loc.count() == 1
+    assert list(loc.bindings()) == [a] and loc.lookup((1, "100"), 0.0) == [a]
+    assert loc.lookup((1, "100"), 100.0) == []  # expired, not yet removed
+    assert loc.expire(100.0) == [a] and loc.count() == 0
+
+
 def test_heap_stays_bounded_under_refreshes() -> None:
     loc = MemoryLocation()
     for i in range(20_000):

@@ -555,6 +555,15 @@ def test_via_branch_received_and_empty_rport() -> None:
     assert via.sent_by == ("192.0.2.4", 5060)
 
 
+def test_via_ports_are_shared_ints() -> None:
+    # Every server transaction's key keeps its Via port: one int per port text.
+    first = via_of("SIP/2.0/UDP 192.0.2.4:45678;branch=z9hG4bK1")
+    second = via_of("SIP/2.0/UDP 192.0.2.5:45678;branch=z9hG4bK2")
+    assert first.port == 45678 and first.port is second.port
+    with pytest.raises(ParseError):
+        Via.parse("SIP/2.0/UDP 192.0.2.4:65536;branch=z9hG4bK3")
+
+
 def test_via_rport_with_value() -> None:
     via = via_of("SIP/2.0/UDP client.example.com;rport=5060;branch=z9hG4bK1")
     assert via.wants_rport is True and via.rport == 5060

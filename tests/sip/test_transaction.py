@@ -491,6 +491,8 @@ def test_completed_non_invite_keeps_bytes_and_rebuilds_its_messages(to_tag: str 
     assert kinds(layer.events()) == [TransactionTerminated]
     assert tx.request.to.tag == to_tag and tx.last_response is not None
     assert tx.last_response.to.tag == (to_tag or "b1")
+    # The To line is kept aside only when the response's To does not give it back.
+    assert isinstance(tx._parts, tuple) == (to_tag is not None)
 
 
 def test_provisional_to_non_invite_is_resent_for_retransmissions() -> None:
@@ -501,6 +503,74 @@ def test_provisional_to_non_invite_is_resent_for_retransmissions() -> None:
     assert tx.state is TxState.PROCEEDING
     layer.receive(request("REGISTER"), ALICE, 0.5)
     assert layer.datagrams_to_send() == [(bytes(trying), ALICE)] * 2
+
+
+def test_timer_j_waits_in_a_queue_and_fires_in_deadline_order_with_the_heap() -> None:
+    layer = TransactionLayer()
+    done = []
+    for i in range(3):
+        req = request("REGISTER", branch=f"z9hG4bKj{i}")
+        tx = receive_new(layer, req, float(i))
+        layer.send_response(tx, req.response(200, to_tag="b1"), float(i))
+        done.append(tx)
+    # Timer B of a client INVITE over TCP (no retransmissions) falls between two Js.
+    invite = layer.send_request(request(branch="z9hG4bKinv"), BOB, reliable=True, now=0.5)
+    layer.datagrams_to_send()
+    assert [e[2] for e in layer._heap] == [invite]  # the Js are not in the heap
+    assert all(not tx._timers for tx in done)  # nor did they get a timer table
+    assert layer.get_timer() == pytest.approx(32.0)
+    layer.handle_timer(34.0)
+    ended = [(type(e), e.transaction) for e in layer.events() if hasattr(e, "transaction")]
+    assert ended == [
+        (TransactionTerminated, done[0]),  # J at 32
+        (TransactionTimedOut, invite),  # B at 32.5
+        (TransactionTerminated, invite),
+        (TransactionTerminated, done[1]),  # J at 33
+        (TransactionTerminated, done[2]),  # J at 34
+    ]
+    assert_empty(layer)
+
+
+def test_completed_non_invite_ended_by_a_transport_error_leaves_timer_j() -> None:
+    layer = TransactionLayer()
+    req = request("OPTIONS")
+    tx = receive_new(layer, req)
+    layer.send_response(tx, req.response(200, to_tag="b1"), 0.0)
+    layer.transport_error(tx, 1.0)
+    assert tx.terminated
+    assert kinds(layer.events()) == [TransportFailed, TransactionTerminated]
+    assert_empty(layer)  # the stale queue entry does not count as a timer
+    layer.handle_timer(40.0)
+    assert layer.events() == []
+
+
+def test_completed_responses_wait_in_shared_spools_and_are_resent_from_them() -> None:
+    layer = TransactionLayer()
+    sent: dict[ServerTransaction, bytes] = {}
+    for i in range(600):  # about 0.3 KiB each: several 64 KiB spools
+        req = request("REGISTER", branch=f"z9hG4bKs{i}", call_id=f"c{i}")
+        tx = receive_new(layer, req, i / 100)
+        ok = req.response(200, to_tag=f"t{i}", headers=[("Contact", "<sip:a@192.0.2.1>")])
+        layer.send_response(tx, ok, i / 100)
+        sent[tx] = bytes(ok)
+        assert tx._data == b"" and tx._spool is not None
+    assert len({id(tx._spool) for tx in sent}) > 2
+    layer.datagrams_to_send()
+    for i, (tx, data) in enumerate(sent.items()):
+        layer.receive(request("REGISTER", branch=f"z9hG4bKs{i}", call_id=f"c{i}"), ALICE, 5.0)
+        assert layer.datagrams_to_send() == [(data, ALICE)]  # RFC 3261 17.2.2
+        assert tx.last_response is not None and tx.last_response.to.tag == f"t{i}"
+    # A response too big for the spool keeps its own bytes.
+    big = request("MESSAGE", branch="z9hG4bKbig")
+    tx = receive_new(layer, big, 5.0)
+    large = big.response(200, to_tag="b", headers=[("X-Large", "x" * 9000)])
+    layer.send_response(tx, large, 5.0)
+    assert tx._spool is None and tx._data == bytes(large)
+    layer.receive(request("MESSAGE", branch="z9hG4bKbig"), ALICE, 6.0)
+    assert layer.datagrams_to_send()[-1] == (bytes(large), ALICE)
+    drain(layer)
+    assert_empty(layer)
+    assert layer._spool is None  # let go with the last transaction
 
 
 def test_illegal_transitions_raise() -> None:
