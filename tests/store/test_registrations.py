@@ -112,3 +112,20 @@ async def test_binding_under_wrong_aor_rejected(
 def test_record_requires_aware_times() -> None:
     with pytest.raises(ValueError, match="aware"):
         RegistrationRecord(1, "sip:a@b", "sip:a@c", datetime(2030, 1, 1), "udp", "1.2.3.4", 5060)
+
+
+async def test_replace_many_inserts_in_chunks(
+    users: SqlUserRepo, registrations: SqlRegistrationRepo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("minipbx.store.registrations.CHUNK", 2)
+    made = [await users.add(str(100 + i), "pw") for i in range(3)]
+    changes = {
+        f"sip:{u.extension}@default": [
+            _binding(u.id, f"sip:{u.extension}@default", f"sip:{u.extension}@10.0.0.{n}", 600)
+            for n in (5, 6)
+        ]
+        for u in made
+    }
+    await registrations.replace_many(changes)  # 6 rows, 3 inserts of 2
+    loaded = await registrations.load_active(NOW)
+    assert loaded == [b for rows in changes.values() for b in rows]
