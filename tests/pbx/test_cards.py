@@ -35,9 +35,10 @@ from minipbx.pbx.prepaid import (
     Refusal,
     RefusalReason,
 )
+from tests.pbx.fake_channel import ChannelBase
 
 
-class ScriptedChannel:
+class ScriptedChannel(ChannelBase):
     """A Channel whose caller types ``script[i]`` at the i-th collect (module docstring)."""
 
     def __init__(
@@ -50,37 +51,12 @@ class ScriptedChannel:
         tenant_id: int = 1,
         hangup_after_collects: int | None = None,
     ) -> None:
-        self.t = 0.0
+        super().__init__(call_id=call_id, caller=caller, callee="300", tenant_id=tenant_id)
         self.script = list(script)
         self.statuses = dict(statuses or {})
-        self._caller = caller
-        self._call_id = call_id
-        self._tenant_id = tenant_id
         self.hangup_after = hangup_after_collects
         self.events: list[tuple[Any, ...]] = []
         self.closed = False
-
-    @property
-    def call_id(self) -> str:
-        return self._call_id
-
-    @property
-    def caller(self) -> str:
-        return self._caller
-
-    @property
-    def callee(self) -> str:
-        return "300"
-
-    @property
-    def tenant_id(self) -> int:
-        return self._tenant_id
-
-    def now(self) -> float:
-        return self.t
-
-    def wall(self) -> float:
-        return 1_900_000_000.0 + self.t
 
     def _open(self) -> None:
         if self.closed:

@@ -33,6 +33,7 @@ from minipbx.pbx.ivr import (
     run_ivr,
     validate_menus,
 )
+from tests.pbx.fake_channel import ChannelBase
 
 A = IvrActionKind
 PARIS = ZoneInfo("Europe/Paris")
@@ -41,7 +42,7 @@ MONDAY_20 = datetime(2030, 1, 7, 20, 0, tzinfo=PARIS).timestamp()
 CHRISTMAS_10 = datetime(2030, 12, 25, 10, 0, tzinfo=PARIS).timestamp()  # a Wednesday
 
 
-class FakeChannel:
+class FakeChannel(ChannelBase):
     """A :class:`~minipbx.pbx.channel.Channel` driven by a script (see the module doc)."""
 
     def __init__(
@@ -54,8 +55,7 @@ class FakeChannel:
         hangup_at: float | None = None,
         auto_key: str | None = None,
     ) -> None:
-        self.t = 0.0
-        self.wall0 = wall0
+        super().__init__(wall0=wall0)
         self.script = sorted(keys)
         self.queue: list[str] = []
         self.durations = dict(durations or {})
@@ -66,28 +66,6 @@ class FakeChannel:
         self.closed = False
 
     # -- the protocol ---------------------------------------------------------------------
-
-    @property
-    def call_id(self) -> str:
-        return "call-1"
-
-    @property
-    def caller(self) -> str:
-        return "0612345678"
-
-    @property
-    def callee(self) -> str:
-        return "100"
-
-    @property
-    def tenant_id(self) -> int:
-        return 1
-
-    def now(self) -> float:
-        return self.t
-
-    def wall(self) -> float:
-        return self.wall0 + self.t
 
     def _check_open(self, until: float) -> None:
         if self.closed:

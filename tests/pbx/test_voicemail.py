@@ -36,6 +36,7 @@ from minipbx.pbx.voicemail import (
     retrieve,
     unusable,
 )
+from tests.pbx.fake_channel import ChannelBase
 
 PARIS = ZoneInfo("Europe/Paris")
 NOW = datetime(2030, 1, 9, 15, 30, tzinfo=PARIS).timestamp()  # a Wednesday afternoon
@@ -47,7 +48,7 @@ def rec(wav: bytes = SPEECH, seconds: float = 3.0, reason: str = "terminator") -
     return Recording(wav, seconds, reason)
 
 
-class FakeChannel:
+class FakeChannel(ChannelBase):
     """A scripted :class:`~minipbx.pbx.channel.Channel` (see the module doc)."""
 
     def __init__(
@@ -64,34 +65,10 @@ class FakeChannel:
         self.recordings = list(recordings)
         self.barge = dict(barge or {})
         self.hangup_on = hangup_on
-        self._caller = caller
-        self.wall0 = wall0
-        self.t = 0.0
+        super().__init__(caller=caller, wall0=wall0)
         self.queue: list[str] = []
         self.closed = False
         self.events: list[tuple[Any, ...]] = []
-
-    @property
-    def call_id(self) -> str:
-        return "call-1"
-
-    @property
-    def caller(self) -> str:
-        return self._caller
-
-    @property
-    def callee(self) -> str:
-        return "100"
-
-    @property
-    def tenant_id(self) -> int:
-        return 1
-
-    def now(self) -> float:
-        return self.t
-
-    def wall(self) -> float:
-        return self.wall0 + self.t
 
     def _open(self, name: str = "") -> None:
         if self.closed:
