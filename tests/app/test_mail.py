@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import ipaddress
-import socket
 import ssl
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -20,10 +18,6 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from minipbx.mail import (
     Delivery,
@@ -48,7 +42,9 @@ from minipbx.store import (
 from minipbx.voicemail import SqlMailboxes
 from minipbx.web import StaticLiveState, WebContext, create_app
 from minipbx.web.passwords import Passwords
+from tests.e2e.support import free_port
 from tests.pbx.test_voicemail import SPEECH
+from tests.tls_certs import write_self_signed
 from tests.web.conftest import PASSWORD, client_for, make_admin
 from tests.web.console.conftest import csrf_of, log_in
 
@@ -71,43 +67,8 @@ class Certs:
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
     """A self-signed certificate for 127.0.0.1 (and localhost)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "minipbx test SMTP")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address(HOST))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
     folder = tmp_path_factory.mktemp("certs")
-    paths = Certs(folder / "cert.pem", folder / "key.pem")
-    paths.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    paths.key.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return paths
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
+    return Certs(*write_self_signed(folder, "minipbx test SMTP", dns=("localhost",)))
 
 
 class Inbox:
@@ -218,7 +179,7 @@ def delivery(**kw: Any) -> Delivery:
 
 
 async def test_plain_smtp_without_login() -> None:
-    inbox, port = Inbox(), free_port()
+    inbox, port = Inbox(), free_port(tcp=True)
     with smtp_server(inbox, port):
         await send_test_mail(settings(port), "ops@example.com")
     (mail,) = inbox.mails
@@ -227,7 +188,7 @@ async def test_plain_smtp_without_login() -> None:
 
 
 async def test_starttls_with_login_and_attachment(certs: Certs) -> None:
-    inbox, logins, port = Inbox(), Logins(), free_port()
+    inbox, logins, port = Inbox(), Logins(), free_port(tcp=True)
     config = settings(port, "starttls", certs, username=USER, password=SECRET)
     with smtp_server(inbox, port, "starttls", certs, logins):
         await send(config, voicemail_mail(config.from_address, delivery(), SPEECH))
@@ -246,7 +207,7 @@ async def test_starttls_with_login_and_attachment(certs: Certs) -> None:
 
 
 async def test_implicit_tls_with_login(certs: Certs) -> None:
-    inbox, logins, port = Inbox(), Logins(), free_port()
+    inbox, logins, port = Inbox(), Logins(), free_port(tcp=True)
     config = settings(port, "tls", certs, username=USER, password=SECRET)
     with smtp_server(inbox, port, "tls", certs, logins):
         await send(config, voicemail_mail(config.from_address, delivery(), None))
@@ -257,7 +218,7 @@ async def test_implicit_tls_with_login(certs: Certs) -> None:
 
 
 async def test_wrong_password(certs: Certs) -> None:
-    inbox, port = Inbox(), free_port()
+    inbox, port = Inbox(), free_port(tcp=True)
     config = settings(port, "starttls", certs, username=USER, password="wrong")
     with smtp_server(inbox, port, "starttls", certs, Logins()), pytest.raises(MailError) as got:
         await send_test_mail(config, "ops@example.com")
@@ -269,7 +230,7 @@ async def test_wrong_password(certs: Certs) -> None:
 
 
 async def test_untrusted_certificate(certs: Certs) -> None:
-    port = free_port()
+    port = free_port(tcp=True)
     with smtp_server(Inbox(), port, "starttls", certs), pytest.raises(MailError) as got:
         await send_test_mail(settings(port, "starttls"), "ops@example.com")  # no ca_file
     message = str(got.value)
@@ -281,14 +242,14 @@ async def test_untrusted_certificate(certs: Certs) -> None:
 
 
 async def test_server_down() -> None:
-    port = free_port()
+    port = free_port(tcp=True)
     with pytest.raises(MailError) as got:
         await send_test_mail(settings(port), "ops@example.com")
     assert str(got.value) == f"cannot connect to {HOST}:{port}: connection refused"
 
 
 async def test_login_is_never_sent_in_plain_text_unless_allowed() -> None:
-    inbox, logins, port = Inbox(), Logins(), free_port()
+    inbox, logins, port = Inbox(), Logins(), free_port(tcp=True)
     with smtp_server(inbox, port, logins=logins, auth_require_tls=False):
         with pytest.raises(MailError) as got:
             await send_test_mail(settings(port, username=USER, password=SECRET), "a@example.com")
@@ -300,7 +261,7 @@ async def test_login_is_never_sent_in_plain_text_unless_allowed() -> None:
 
 
 async def test_starttls_must_be_offered() -> None:
-    port = free_port()
+    port = free_port(tcp=True)
     with smtp_server(Inbox(), port), pytest.raises(MailError) as got:
         await send_test_mail(settings(port, "starttls"), "a@example.com")
     assert str(got.value) == (
@@ -310,7 +271,7 @@ async def test_starttls_must_be_offered() -> None:
 
 
 async def test_login_without_auth_on_the_server() -> None:
-    port = free_port()
+    port = free_port(tcp=True)
     config = settings(port, username=USER, password=SECRET, require_secure=False)
     with smtp_server(Inbox(), port), pytest.raises(MailError) as got:  # AUTH only after TLS
         await send_test_mail(config, "a@example.com")
@@ -321,7 +282,7 @@ async def test_login_without_auth_on_the_server() -> None:
 
 
 async def test_recipient_refused() -> None:
-    port = free_port()
+    port = free_port(tcp=True)
     with (
         smtp_server(Inbox(refuse="nobody@example.com"), port),
         pytest.raises(MessageRefusedError) as got,
@@ -423,7 +384,7 @@ class Clock:
 
 
 async def test_server_down_then_back(store: Store) -> None:
-    port, clock = free_port(), Clock()
+    port, clock = free_port(tcp=True), Clock()
     config = settings(port)
 
     async def settings_for(tenant_id: int) -> SmtpSettings:
@@ -471,7 +432,7 @@ async def test_delete_after_mail_only_once_sent(store: Store) -> None:
     await SqlUserSettingsRepo(store.db).update_settings(
         store.alice, voicemail_delete_after_mail=True, voicemail_email_attach=False
     )
-    port, clock = free_port(), Clock()
+    port, clock = free_port(tcp=True), Clock()
 
     async def settings_for(tenant_id: int) -> SmtpSettings:
         return settings(port)
@@ -559,7 +520,7 @@ async def test_tenant_settings_fall_back_to_system_ones(store: Store) -> None:
 
 
 async def test_new_message_wakes_the_running_mailer(store: Store) -> None:
-    port = free_port()
+    port = free_port(tcp=True)
 
     async def settings_for(tenant_id: int) -> SmtpSettings:
         return settings(port)
@@ -603,7 +564,7 @@ async def web(tmp_path: Path) -> AsyncIterator[tuple[WebContext, Any]]:
 
 async def test_test_mail_endpoint(web: tuple[WebContext, Any]) -> None:
     ctx, app = web
-    port = free_port()
+    port = free_port(tcp=True)
     tenant = await ctx.tenants.create("a.example", name="Tenant A")
     async with (
         client_for(app, await make_admin(ctx, "root", None)) as root,
@@ -645,7 +606,7 @@ async def test_test_mail_endpoint(web: tuple[WebContext, Any]) -> None:
 
 async def test_console_test_mail_and_delivery_state(web: tuple[WebContext, Any]) -> None:
     ctx, app = web
-    port = free_port()
+    port = free_port(tcp=True)
     await ctx.settings.set("smtp.host", HOST)
     await ctx.settings.set("smtp.port", str(port))
     await ctx.settings.set("smtp.security", "none")
