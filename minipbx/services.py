@@ -19,6 +19,7 @@ Every B2BUA action from a task is followed by ``flush`` (the app sends what it q
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -44,6 +45,7 @@ from minipbx.transport.media_endpoint import MediaClosedError, MediaEndpoint, Of
 log = logging.getLogger("minipbx.services")
 
 DTMF_RELAY = "application/dtmf-relay"
+_REFUSALS = {501: "Service Not Available", 404: "No Such Service"}
 
 
 class Service(Protocol):
@@ -98,20 +100,23 @@ class ForwardCodes:
         setting, number = parse_forward(arg)
         user_id = self.user_id_of(channel.tenant_id, channel.caller)
         if user_id is None:
-            await channel.play(["invalid_option", "goodbye"], barge_in=False)
-            await channel.hangup("feature_refused")
-            return "not a user"
+            return await _refuse(channel, "not a user")
         try:
             await self.update(user_id, **{setting: number or None})
         except (StoreError, ValueError) as exc:
             log.info("event=feature_refused call=%s error=%s", channel.call_id, exc)
-            await channel.play(["invalid_option", "goodbye"], barge_in=False)
-            await channel.hangup("feature_refused")
-            return "refused"
+            return await _refuse(channel, "refused")
         log.info("event=forward_set user=%s %s=%s", channel.caller, setting, number or "-")
         await channel.play(["call_forwarding", "activated" if number else "deactivated"])
         await channel.hangup("feature_done")
         return f"{setting}={number}"
+
+
+async def _refuse(channel: Channel, outcome: str) -> str:
+    """Say the code cannot be used, hang up; ``outcome`` for the log."""
+    await channel.play(["invalid_option", "goodbye"], barge_in=False)
+    await channel.hangup("feature_refused")
+    return outcome
 
 
 class CallControl(Protocol):
@@ -131,6 +136,7 @@ _T = TypeVar("_T")
 OpenMedia = Callable[[Call, bytes], tuple[MediaEndpoint, bytes]]
 
 
+@functools.cache
 def ringback() -> Pcm:
     """Ringing as callers expect it while a transfer rings (ITU-T E.180: 425 Hz, 1 s on,
     4 s off), one cycle."""
@@ -304,17 +310,23 @@ class ServiceRunner:
 
     def start(self, call: Call, service: str, offer: bytes) -> bytes:
         kind, _, arg = service.partition(":")
-        handler = self.services.get(kind)
-        if handler is None:
-            raise ServiceError(501, "Service Not Available")
-        if not handler.accepts(call.tenant_id, arg):
+        handler = self._handler(call.tenant_id, kind, arg)
+        if isinstance(handler, int):
             log.warning("event=service_unknown call=%s service=%s", call.id, service)
-            raise ServiceError(404, "No Such Service")
+            raise ServiceError(handler, _REFUSALS[handler])
         endpoint, answer = self._open(call, offer)
         running = _Running(CallChannel(self, call, endpoint))
         self._running[call.id] = running
         running.task = self.loop.create_task(self._run(call, running, handler, service, arg))
         return answer
+
+    def _handler(self, tenant_id: int, kind: str, arg: str) -> Service | int:
+        """The service for ``kind:arg``, or the status saying why not (501: no such kind,
+        404: it has nothing by that name for the tenant)."""
+        handler = self.services.get(kind)
+        if handler is None:
+            return 501
+        return handler if handler.accepts(tenant_id, arg) else 404
 
     def _open(self, call: Call, offer: bytes) -> tuple[MediaEndpoint, bytes]:
         """A media endpoint answering the caller's ``offer``, and the answer."""
@@ -399,11 +411,9 @@ class ServiceRunner:
     async def serve_in_place(self, channel: CallChannel, kind: str, arg: str) -> int:
         """Another service on the same call and media (an attendant's voicemail key): 200
         once it ran, 404 when it has nothing for ``arg``, 501 when there is no such kind."""
-        handler = self.services.get(kind)
-        if handler is None:
-            return 501
-        if not handler.accepts(channel.tenant_id, arg):
-            return 404
+        handler = self._handler(channel.tenant_id, kind, arg)
+        if isinstance(handler, int):
+            return handler
         outcome = await handler.run(channel, arg)
         log.info(
             "event=service_chained call=%s service=%s:%s outcome=%s",

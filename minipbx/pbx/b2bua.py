@@ -822,17 +822,24 @@ class B2BUA:
             self._drop_winner(call, leg, now)
             self._transferred(call, 488, now)
             return
+        self._reinvite_caller(call, dialog, self._to_a(call, response.body, ctype), now)
+
+    def _reinvite_caller(
+        self, call: Call, dialog: Dialog, body: bytes, now: float, resume: bool = False
+    ) -> None:
+        """Our own re-INVITE to the caller: with the transfer callee's offer (hand-back),
+        or without a body (``resume``: the caller offers, :meth:`_resumed`)."""
         out = dialog.create_request(
             "INVITE",
             via=self.network.via(call.source, make_branch(self._entropy)),
             contact=self.network.contact(call.source),
-            body=self._to_a(call, response.body, ctype),
-            content_type=_SDP,
+            body=body,
+            content_type=_SDP if body else None,
         )
         call.reinviting = True
         dest = call.source
         client = self.layer.send_request(out, dest, self.network.reliable(dest), now)
-        self._clients[client] = (call, None, _Relay(call, None, True))
+        self._clients[client] = (call, None, _Relay(call, None, True, resume=resume))
 
     def _hand_back_response(
         self, relay: _Relay, tx: ClientTransaction, response: Response, now: float
@@ -922,15 +929,7 @@ class B2BUA:
         if dialog is None or self.services is None:
             self.hangup(call, now, "come_back_failed")
             return
-        out = dialog.create_request(
-            "INVITE",
-            via=self.network.via(call.source, make_branch(self._entropy)),
-            contact=self.network.contact(call.source),
-        )
-        call.reinviting = True
-        dest = call.source
-        client = self.layer.send_request(out, dest, self.network.reliable(dest), now)
-        self._clients[client] = (call, None, _Relay(call, None, True, resume=True))
+        self._reinvite_caller(call, dialog, b"", now, resume=True)
 
     def _resumed(self, call: Call, response: Response, now: float) -> None:
         """The caller's final answer to the offerless re-INVITE of :meth:`_come_back`: its

@@ -335,20 +335,20 @@ class DialPlanRouter:
     def routed_number(self, tenant_id: int, plan_id: int | None, number: str) -> str:
         """``number`` as the plan ``plan_id`` (else the tenant's) would send it (its rule's
         strip/prepend): what a calling card's call is rated by, before it is placed."""
-        config = self.config
-        plan = (config.plans.get(plan_id) if plan_id is not None else None) or config.plan_for(
-            tenant_id, None
-        )
+        plan = self._card_plan(tenant_id, plan_id)
         if plan is None:
             return number
         decision = plan.decide(number, caller="", level=1, wall=self._wall())
         return decision.number if decision.rule is not None else number
 
-    def _card_route(self, call: Call, card_call: CardCall, number: str) -> Route:
+    def _card_plan(self, tenant_id: int, plan_id: int | None) -> DialPlan | None:
+        """A calling card's own dial plan, else its tenant's."""
         config = self.config
-        plan_id = card_call.dial_plan_id
         plan = config.plans.get(plan_id) if plan_id is not None else None
-        plan = plan or config.plan_for(call.tenant_id, None)
+        return plan or config.plan_for(tenant_id, None)
+
+    def _card_route(self, call: Call, card_call: CardCall, number: str) -> Route:
+        plan = self._card_plan(call.tenant_id, card_call.dial_plan_id)
         if plan is None:
             return Route(status=404, callee=number)
         decision = plan.decide(number, caller=call.caller, level=1, wall=self._wall())
