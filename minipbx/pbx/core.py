@@ -88,6 +88,17 @@ class CoreSettings:
     mwi: MwiSettings = field(default_factory=MwiSettings)
 
 
+_CHALLENGED = frozenset({"REGISTER", "INVITE"})
+
+
+def _refused_body(request: Request) -> bool:
+    """True for an INVITE body we cannot take: answered 415 (RFC 3261 21.4.13)."""
+    if not request.body:
+        return False
+    ctype = (request.headers.get("Content-Type") or "").partition(";")[0].strip().lower()
+    return ctype not in ("application/sdp", "multipart/mixed")
+
+
 def _asserted_caller(request: Request) -> str:
     """The caller number of an INVITE from a trusted trunk: its P-Asserted-Identity
     (RFC 3325 9.1, a trusted peer's assertion), else its From user."""
@@ -164,8 +175,41 @@ class PbxCore:
                 self.layer.send_stateless(message.response(482, to_tag=_tag()), source)
                 log.warning("event=loop call_id=%s", message.call_id)
                 return
+            if message.method in _CHALLENGED and self._challenged_statelessly(message, source):
+                return
         self.layer.receive(message, source, now)
         self._drain(now)
+
+    def _challenged_statelessly(self, request: Request, source: Address) -> bool:
+        """Answer a new REGISTER or INVITE without credentials 401/407, outside a transaction.
+
+        RFC 3261 8.2.7: a UAS may issue challenges statelessly; it then sends no 1xx, never
+        retransmits, and ignores the ACK and CANCEL that follow (a lost challenge is made
+        again for the client's retransmission, with a fresh nonce). Half the requests of
+        every registration and call are such challenges: no transaction is kept 32 s
+        (Timer J) for them. Requests answered otherwise before authentication (in-dialog,
+        Require, Max-Forwards, a refused body, a trunk's INVITE) take the stateful path.
+        """
+        headers = request.headers
+        if request.to.tag is not None or "Require" in headers:
+            return False
+        proxy = request.method == "INVITE"
+        if proxy:
+            if (
+                "Proxy-Authorization" in headers
+                or request.max_forwards == 0
+                or _refused_body(request)
+                or self._trunk_of(source) is not None
+            ):
+                return False
+        elif "Authorization" in headers:
+            return False
+        outcome = self.authenticator.check(
+            request, proxy=proxy, source_ip=source.host, now=self._wall()
+        )
+        assert outcome.response is not None  # no credentials: always a challenge
+        self.layer.send_stateless(outcome.response, source)
+        return True
 
     def handle_timer(self, now: float) -> None:
         """Run whatever is due at ``now``."""
@@ -319,8 +363,7 @@ class PbxCore:
         self.layer.send_response(tx, response, now)
 
     def _invite(self, tx: ServerTransaction, request: Request, source: Address, now: float) -> None:
-        ctype = (request.headers.get("Content-Type") or "").partition(";")[0].strip().lower()
-        if request.body and ctype not in ("application/sdp", "multipart/mixed"):
+        if _refused_body(request):
             self._reply(tx, request, 415, now, [("Accept", ACCEPT)])  # RFC 3261 21.4.13
             return
         if request.max_forwards == 0:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from minipbx.pbx.call import CallState, Disposition
-from minipbx.sip import NameAddr, Request, Response, SipUri, Via
+from minipbx.sip import NameAddr, Request, Response, SipUri, Via, parse
 from minipbx.sip.dialog import Dialog
+from minipbx.sip.message import build_request
 from minipbx.sip.transaction import ServerTransaction, build_cancel, make_branch
 from tests.pbx.phones import PBX, Net, Phone, sdp
 
@@ -74,6 +75,59 @@ def test_unauthenticated_invite_is_challenged_and_never_rings() -> None:
     alice.invite("101", authenticate=False)
     assert alice.responses[-1].status == 407
     assert not any(r.method == "INVITE" for r in bob.requests)
+
+
+def _to_core(net: Net, phone: Phone, request: Request) -> list[Response]:
+    """Hand ``request`` to the core as if it came from ``phone``; what the core sent back."""
+    message = parse(bytes(request))
+    assert isinstance(message, Request)
+    net.core.receive(message, phone.addr, net.clock.now)
+    out = [parse(data) for data, _ in net.core.datagrams_to_send()]
+    assert all(isinstance(m, Response) for m in out)
+    return out  # type: ignore[return-value]
+
+
+def test_challenges_are_stateless() -> None:
+    """RFC 3261 8.2.7: 401/407 without a transaction; a retransmission gets a new nonce."""
+    net = Net()
+    alice, _bob = _pair(net)
+    net.advance(40)
+    assert net.core.layer.transaction_count == 0
+    register = build_request(
+        "REGISTER",
+        SipUri("127.0.0.1"),
+        via=Via("UDP", "127.0.0.1", alice.addr.port, {"branch": make_branch(), "rport": None}),
+        from_=NameAddr(SipUri("127.0.0.1", "100"), None, {"tag": "r1"}),
+        to=NameAddr(SipUri("127.0.0.1", "100")),
+        call_id="stateless@127.0.0.1",
+        cseq=1,
+        headers=[("Contact", f"<sip:100@127.0.0.1:{alice.addr.port}>")],
+    )
+    first = _to_core(net, alice, register)
+    again = _to_core(net, alice, register)  # the same branch: a retransmission
+    assert [r.status for r in first + again] == [401, 401]
+    nonces = {r.headers.get("WWW-Authenticate") for r in first + again}
+    assert len(nonces) == 2
+    invite = alice._request("INVITE", "101", "101", body=sdp(4000), content_type="application/sdp")
+    (challenge,) = _to_core(net, alice, invite)
+    assert challenge.status == 407 and challenge.to.tag
+    to_line = f"To: {invite.headers.get('To')}"
+    ack_text = (
+        bytes(invite)
+        .decode()
+        .replace("INVITE sip:", "ACK sip:", 1)
+        .replace("CSeq: 1 INVITE", "CSeq: 1 ACK")
+        .replace(to_line, f"{to_line};tag={challenge.to.tag}")
+    )
+    ack = parse(ack_text.encode())
+    assert isinstance(ack, Request) and ack.method == "ACK"
+    assert _to_core(net, alice, ack) == []  # the ACK is ignored
+    assert net.core.layer.transaction_count == 0 and not list(net.core.calls)
+    # Answered before authentication: still in a transaction (retransmissions absorbed).
+    odd = parse(bytes(invite).replace(b"CSeq:", b"Require: foo\r\nCSeq:", 1))
+    assert isinstance(odd, Request)
+    assert [r.status for r in _to_core(net, alice, odd)] == [420]
+    assert net.core.layer.transaction_count == 1
 
 
 def test_cancel_before_answer() -> None:
