@@ -345,6 +345,7 @@ class App:
         self.routing: RoutingLoader | None = None
         self._timer: asyncio.Handle | None = None
         self._timer_when = 0.0
+        self._flush_soon = False
         self._tasks: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self.sample_passwords: dict[str, str] = {}
@@ -601,6 +602,15 @@ class App:
         if core is None:
             return
         core.receive(inbound.message, inbound.source, inbound.arrived)
+        # Sent once the loop has handled every datagram it had ready: the answers then go
+        # out in a burst, and a peer's process is woken once for many of them instead of
+        # once each (the wake-up cost a sixth of the registration throughput on loopback).
+        if not self._flush_soon and self._loop is not None:
+            self._flush_soon = True
+            self._loop.call_soon(self._flush_now)
+
+    def _flush_now(self) -> None:
+        self._flush_soon = False
         self._flush()
 
     def _flush(self) -> None:
