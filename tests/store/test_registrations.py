@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from dataclasses import asdict, replace
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from sqlalchemy import text
 
 from minipbx.store import Database, SqlRegistrationRepo, SqlUserRepo
+from minipbx.store.models import Registration
 from minipbx.store.records import RegistrationRecord
+from minipbx.store.registrations import sqlite_time
 
 NOW = datetime(2030, 1, 1, 12, 0, 0, 123456, tzinfo=UTC)
 
@@ -118,6 +121,7 @@ async def test_replace_many_inserts_in_chunks(
     users: SqlUserRepo, registrations: SqlRegistrationRepo, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("minipbx.store.registrations.CHUNK", 2)
+    monkeypatch.setattr("minipbx.store.registrations.SQLITE_ROWS_PER_INSERT", 2)
     made = [await users.add(str(100 + i), "pw") for i in range(3)]
     changes = {
         f"sip:{u.extension}@default": [
@@ -126,6 +130,39 @@ async def test_replace_many_inserts_in_chunks(
         ]
         for u in made
     }
-    await registrations.replace_many(changes)  # 6 rows, 3 inserts of 2
+    await registrations.replace_many(changes)  # 6 rows, 3 inserts of 2 (either path)
     loaded = await registrations.load_active(NOW)
     assert loaded == [b for rows in changes.values() for b in rows]
+
+
+async def test_sqlite_batches_store_what_the_orm_stores(
+    db: Database, users: SqlUserRepo, registrations: SqlRegistrationRepo
+) -> None:
+    """SQLite's write-behind path (one JSON parameter a batch) stores the very values the
+    ORM's bind processors give, so rows read back the same whichever path wrote them."""
+    user = await users.add("100", "pw")
+    paris = timezone(timedelta(hours=1))
+    record = _binding(
+        user.id,
+        "sip:100@default",
+        'sip:100@10.0.0.5;x="a\\b"',
+        3600,
+        params=';+sip.instance="<urn:uuid:ü>"',
+        path="<sip:a;lr>\n<sip:b;lr>",
+        user_agent='Téléphone "1"',
+        nat=True,
+        q=0.5,
+        updated_at=datetime(2030, 1, 1, 13, 0, 0, tzinfo=paris),  # no microseconds, UTC+1
+    )
+    assert sqlite_time(record.updated_at) == "2030-01-01 12:00:00.000000"  # type: ignore[arg-type]
+    await registrations.replace_many({"sip:100@default": [record]})
+    async with db.write("orm copy") as session:
+        session.add(Registration(**{**asdict(record), "aor": "sip:100@orm"}))
+    async with db.read("compare") as session:
+        rows = (await session.execute(text("SELECT * FROM registrations ORDER BY id"))).all()
+    fast, orm = (dict(row._mapping) for row in rows)
+    assert fast.pop("aor") == "sip:100@default" and orm.pop("aor") == "sip:100@orm"
+    fast.pop("id"), orm.pop("id")
+    assert fast == orm
+    with pytest.raises(ValueError, match="naive"):
+        sqlite_time(datetime(2030, 1, 1))
