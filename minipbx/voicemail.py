@@ -28,7 +28,10 @@ from :meth:`SqlMailboxes.watch`); a crash anywhere leaves either nothing (before
 rename) or a message that will be filed: a message the caller was told was recorded is
 never lost. With the database down a call still gets the box from the memory copy
 (:meth:`SqlMailboxes.open_for_deposit`), so messages are taken during an outage too.
-Greetings: ``greeting.wav`` in the same directory.
+Greetings: ``greeting-<user id>-<creation time>.wav`` in the same directory, so that a user
+created later with the extension of a deleted one never plays its greeting. When the boxes
+are loaded (at start and after every change of users), the directories of users that no
+longer exist are removed with what they hold.
 
 ``on_change(tenant_id, extension)`` is called after every change of a box made here (new
 message, heard, saved, deleted, deleted after e-mail) and for changes made elsewhere (the
@@ -45,6 +48,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import tempfile
 import time
 import uuid
@@ -92,7 +96,7 @@ from minipbx.store.webrepos import SqlWebRepo
 log = logging.getLogger("minipbx.voicemail")
 
 VOICEMAIL_DIR = "voicemail"
-GREETING_FILE = "greeting.wav"
+LEGACY_GREETING = "greeting.wav"  # before greetings were named by user id
 MAX_SECONDS_KEY = "voicemail.max_seconds"
 MAX_MESSAGES_KEY = "voicemail.max_messages"
 DEFAULT_MAX_MESSAGES = 100
@@ -115,6 +119,15 @@ class BoxInfo:
     enabled: bool  # the user
     voicemail_enabled: bool
     max_seconds: int | None = None  # the user's longest message (None: the tenant's)
+    # When the user was made: with the id, names the user across deletions (SQLite may
+    # give a deleted user's id to the next one).
+    created_at: datetime | None = None
+
+    @property
+    def greeting_file(self) -> str:
+        """The name of this user's greeting in its box directory."""
+        stamp = "" if self.created_at is None else f"-{int(self.created_at.timestamp() * 1e6)}"
+        return f"greeting-{int(self.user_id)}{stamp}.wav"
 
     @property
     def usable(self) -> bool:
@@ -211,6 +224,42 @@ def _unlink(path: Path) -> None:
         log.error("event=voicemail_file_not_removed path=%s error=%s", path, exc)
 
 
+def _sweep(root: Path, boxes: dict[tuple[int, str], BoxInfo]) -> list[Path]:
+    """Remove the box directories of users that no longer exist; returns them.
+
+    In the others, greetings of earlier users of the extension are removed and a legacy
+    ``greeting.wav`` becomes the current user's. Directories whose names are not a tenant
+    id and an extension are left alone.
+    """
+    removed: list[Path] = []
+    if not root.is_dir():
+        return removed
+    for tenant_dir in root.iterdir():
+        if not (tenant_dir.is_dir() and tenant_dir.name.isdigit()):
+            continue
+        for box_dir in tenant_dir.iterdir():
+            if not (box_dir.is_dir() and _EXTENSION.fullmatch(box_dir.name)):
+                continue
+            info = boxes.get((int(tenant_dir.name), box_dir.name))
+            if info is None:
+                try:
+                    shutil.rmtree(box_dir)
+                except OSError as exc:
+                    log.error("event=voicemail_box_not_removed path=%s error=%s", box_dir, exc)
+                    continue
+                removed.append(box_dir)
+                continue
+            own = info.greeting_file
+            for greeting in box_dir.glob("greeting-*.wav"):
+                if greeting.name != own:
+                    _unlink(greeting)
+            legacy = box_dir / LEGACY_GREETING
+            if legacy.is_file():
+                with contextlib.suppress(OSError):
+                    legacy.rename(box_dir / own)
+    return removed
+
+
 def _pending_files(root: Path) -> list[Path]:
     """The ``<uuid>.json`` of messages not yet filed; stale temporary files are removed."""
     if not root.is_dir():
@@ -293,6 +342,7 @@ class SqlMailboxes:
                     User.enabled,
                     User.voicemail_enabled,
                     User.voicemail_max_seconds,
+                    User.created_at,
                 )
             )
             boxes = {(r.tenant_id, r.extension): BoxInfo(*r) for r in rows}
@@ -310,6 +360,8 @@ class SqlMailboxes:
         await self.recount(notify=False)
         log.info("event=voicemail_loaded boxes=%d", len(boxes))
         await self.recover()
+        for gone in await asyncio.to_thread(_sweep, self.root, boxes):
+            log.info("event=voicemail_box_removed reason=user_deleted path=%s", gone)
 
     async def refresh_if_changed(self) -> bool:
         """Reload when users or settings changed; True if it reloaded."""
@@ -535,6 +587,13 @@ class SqlMailboxes:
             if path in known:  # filed, then the process stopped before the marker went
                 await asyncio.to_thread(_unlink, marker)
                 continue
+            if self._predates_user(pending):
+                # The user was deleted and its id given to a newer user (SQLite does that):
+                # the message is the deleted user's, gone with it.
+                log.warning("event=voicemail_user_gone path=%s", path)
+                await asyncio.to_thread(_unlink, marker.with_suffix(".wav"))
+                await asyncio.to_thread(_unlink, marker)
+                continue
             if await self._file(marker, pending) is not None:
                 filed += 1
                 log.info("event=voicemail_recovered path=%s", path)
@@ -551,6 +610,14 @@ class SqlMailboxes:
         info = self._by_user(record.user_id)
         if info is not None:
             await self.changed(info.tenant_id, info.extension)
+
+    def _predates_user(self, pending: dict[str, Any]) -> bool:
+        """True when a pending message was recorded before its user id's current user
+        existed."""
+        info = self._by_user(int(pending["user_id"]))
+        if info is None or info.created_at is None:
+            return False
+        return datetime.fromisoformat(str(pending["received"])) < info.created_at
 
     def _by_user(self, user_id: int) -> BoxInfo | None:
         return next((b for b in self._boxes.values() if b.user_id == user_id), None)
@@ -651,7 +718,7 @@ class SqlMailbox:
 
     @property
     def _greeting_path(self) -> Path:
-        return self.store.box_dir(self.tenant_id, self.extension) / GREETING_FILE
+        return self.store.box_dir(self.tenant_id, self.extension) / self.info.greeting_file
 
     async def greeting(self) -> bytes | None:
         return await asyncio.to_thread(_read, self._greeting_path)

@@ -77,6 +77,12 @@ async def box_of(env: Env, extension: str = "100") -> SqlMailbox:
     return box
 
 
+def alice_greeting(env: Env) -> str:
+    info = env.boxes.box_info(env.tenant_id, "100")
+    assert info is not None and info.user_id == env.alice and info.created_at is not None
+    return info.greeting_file
+
+
 def files(env: Env, extension: str = "100") -> list[str]:
     directory = env.boxes.box_dir(env.tenant_id, extension)
     return sorted(p.name for p in directory.iterdir()) if directory.is_dir() else []
@@ -180,6 +186,67 @@ async def test_messages_of_a_deleted_user_are_dropped(env: Env) -> None:
     assert await box.save(SPEECH, "101", 2.0, RECEIVED) is None
     assert files(env, "200") == []
     assert not env.boxes.recovery_due
+
+
+async def test_boxes_of_deleted_users_are_removed_on_reload(env: Env) -> None:
+    bob = await box_of(env, "200")
+    assert await bob.save(SPEECH, "101", 2.0, RECEIVED) is not None
+    await bob.save_greeting(GREETING)
+    await (await box_of(env)).save_greeting(GREETING)
+    stray = env.boxes.root / "notes"  # not a tenant: left alone
+    stray.mkdir()
+    await SqlUserRepo(env.db).remove("200")
+    assert await env.boxes.refresh_if_changed()
+    assert files(env, "200") == [] and not env.boxes.box_dir(env.tenant_id, "200").exists()
+    assert files(env) == [alice_greeting(env)] and stray.is_dir()
+
+
+async def test_a_new_user_on_a_deleted_users_extension_starts_clean(env: Env) -> None:
+    await (await box_of(env, "200")).save_greeting(GREETING)
+    users = SqlUserRepo(env.db)
+    await users.remove("200")
+    await users.add("200", "pw")  # before the boxes were loaded again (SQLite: same id)
+    assert await env.boxes.refresh_if_changed()
+    assert await (await box_of(env, "200")).greeting() is None
+    assert files(env, "200") == []  # the old greeting is gone
+    box = await box_of(env, "200")
+    await box.save_greeting(GREETING)
+    assert files(env, "200") == [box.info.greeting_file]
+
+
+async def test_a_pending_message_of_a_deleted_user_is_not_filed_for_its_successor(
+    env: Env,
+) -> None:
+    users = SqlUserRepo(env.db)
+    await users.remove("200")
+    successor = await users.add("200", "pw")
+    assert successor.id == env.bob  # SQLite gives the id again
+    await env.boxes.load()
+    directory = env.boxes.box_dir(env.tenant_id, "200")
+    directory.mkdir(parents=True)
+    (directory / "old.wav").write_bytes(SPEECH)
+    marker = {
+        "user_id": env.bob,
+        "tenant_id": env.tenant_id,
+        "extension": "200",
+        "path": f"voicemail/{env.tenant_id}/200/old.wav",
+        "caller": "101",
+        "received": "2020-01-01T10:00:00+00:00",  # before the successor was made
+        "duration_ms": 2000,
+    }
+    (directory / "old.json").write_text(json.dumps(marker))
+    assert await env.boxes.recover() == 0
+    assert files(env, "200") == []
+    assert await SqlVoicemailRepo(env.db).list_messages(env.bob) == []
+
+
+async def test_a_greeting_from_before_ids_is_kept(env: Env) -> None:
+    directory = env.boxes.box_dir(env.tenant_id, "100")
+    directory.mkdir(parents=True)
+    (directory / "greeting.wav").write_bytes(GREETING)
+    await env.boxes.load()
+    assert await (await box_of(env)).greeting() == GREETING
+    assert files(env) == [alice_greeting(env)]
 
 
 async def test_cancelled_call_still_files_its_message(
