@@ -360,8 +360,13 @@ class SqlMailboxes:
         await self.recount(notify=False)
         log.info("event=voicemail_loaded boxes=%d", len(boxes))
         await self.recover()
-        for gone in await asyncio.to_thread(_sweep, self.root, boxes):
-            log.info("event=voicemail_box_removed reason=user_deleted path=%s", gone)
+        try:
+            gone = await asyncio.to_thread(_sweep, self.root, boxes)
+        except OSError as exc:  # an unreadable directory: the boxes still work
+            log.error("event=voicemail_sweep_failed error=%s", exc)
+            gone = []
+        for path in gone:
+            log.info("event=voicemail_box_removed reason=user_deleted path=%s", path)
 
     async def refresh_if_changed(self) -> bool:
         """Reload when users or settings changed; True if it reloaded."""
@@ -572,6 +577,11 @@ class SqlMailboxes:
             try:
                 pending = json.loads(marker.read_text("utf-8"))
                 path = str(pending["path"])
+                user_id = int(pending["user_id"])
+                int(pending["tenant_id"]), int(pending["duration_ms"]), str(pending["caller"])
+                received = datetime.fromisoformat(str(pending["received"]))
+                if received.tzinfo is None:
+                    raise ValueError("received time without a time zone")
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 log.error("event=voicemail_bad_marker path=%s error=%s", marker, exc)
                 continue
@@ -579,7 +589,7 @@ class SqlMailboxes:
                 await asyncio.to_thread(_unlink, marker)
                 continue
             try:
-                known = {m.path for m in await self.repo.list_messages(int(pending["user_id"]))}
+                known = {m.path for m in await self.repo.list_messages(user_id)}
             except StoreError as exc:
                 self.recovery_due = True
                 log.warning("event=voicemail_recovery_failed error=%r", str(exc))
@@ -587,7 +597,7 @@ class SqlMailboxes:
             if path in known:  # filed, then the process stopped before the marker went
                 await asyncio.to_thread(_unlink, marker)
                 continue
-            if self._predates_user(pending):
+            if self._predates_user(user_id, received):
                 # The user was deleted and its id given to a newer user (SQLite does that):
                 # the message is the deleted user's, gone with it.
                 log.warning("event=voicemail_user_gone path=%s", path)
@@ -611,13 +621,10 @@ class SqlMailboxes:
         if info is not None:
             await self.changed(info.tenant_id, info.extension)
 
-    def _predates_user(self, pending: dict[str, Any]) -> bool:
-        """True when a pending message was recorded before its user id's current user
-        existed."""
-        info = self._by_user(int(pending["user_id"]))
-        if info is None or info.created_at is None:
-            return False
-        return datetime.fromisoformat(str(pending["received"])) < info.created_at
+    def _predates_user(self, user_id: int, received: datetime) -> bool:
+        """True when a message was recorded before the current user of ``user_id`` existed."""
+        info = self._by_user(user_id)
+        return info is not None and info.created_at is not None and received < info.created_at
 
     def _by_user(self, user_id: int) -> BoxInfo | None:
         return next((b for b in self._boxes.values() if b.user_id == user_id), None)

@@ -168,6 +168,10 @@ async def test_recovery_after_crashes(env: Env) -> None:
     (directory / "c.json").write_text(json.dumps({**marker, "path": f"{rel}/c.wav"}))
     # a broken marker is left for a human, and does not stop the others
     (directory / "d.json").write_text("{not json")
+    (directory / "g.wav").write_bytes(SPEECH)  # as are markers with bad fields
+    (directory / "g.json").write_text(json.dumps({**marker, "user_id": "x"}))
+    (directory / "h.wav").write_bytes(SPEECH)
+    (directory / "h.json").write_text(json.dumps({**marker, "received": "2030-01-01T10:00"}))
     # an old temporary file of an interrupted write is cleaned up; a fresh one is not
     stale = directory / ".e.wav.x.tmp"
     stale.write_bytes(b"partial")
@@ -175,7 +179,16 @@ async def test_recovery_after_crashes(env: Env) -> None:
     fresh = directory / ".f.wav.y.tmp"
     fresh.write_bytes(b"partial")
     assert await env.boxes.recover() == 1
-    assert files(env) == [".f.wav.y.tmp", "b.wav", "c.wav", "d.json"]
+    assert files(env) == [
+        ".f.wav.y.tmp",
+        "b.wav",
+        "c.wav",
+        "d.json",
+        "g.json",
+        "g.wav",
+        "h.json",
+        "h.wav",
+    ]
     paths = sorted(m.path for m in await SqlVoicemailRepo(env.db).list_messages(env.alice))
     assert paths == [f"{rel}/b.wav", f"{rel}/c.wav"]
 
