@@ -118,9 +118,14 @@ def _free_even_port() -> int:
     return port - port % 2 if port < 64000 else 30000
 
 
-async def test_refusals_before_answering(tmp_path: Path) -> None:
+def _pool(last: int = 9) -> RtpPortPool:
+    """An RTP pool on loopback from a free even port to ``last`` ports above it."""
     low = _free_even_port()
-    pool = RtpPortPool("127.0.0.1", low, low + 3)  # room for exactly two pairs
+    return RtpPortPool("127.0.0.1", low, low + last)
+
+
+async def test_refusals_before_answering(tmp_path: Path) -> None:
+    pool = _pool(3)  # room for exactly two pairs
     runner = _runner(pool, Control(), Script(), tmp_path)
     for service, offer, status in (
         ("nope:known", OFFER, 501),  # no such kind of service
@@ -142,21 +147,17 @@ async def test_refusals_before_answering(tmp_path: Path) -> None:
 
 
 async def test_info_dtmf_reaches_the_service_and_transfer_completes(tmp_path: Path) -> None:
-    low = _free_even_port()
-    pool = RtpPortPool("127.0.0.1", low, low + 9)
+    pool = _pool()
     control, script = Control(), Script()
     runner = _runner(pool, control, script, tmp_path)
     call = _call()
     answer = SessionDescription.parse(runner.start(call, "test:known", OFFER))
-    assert answer.media[0].port == low and answer.media[0].formats == ("0", "101")
+    assert answer.media[0].port == pool.low and answer.media[0].formats == ("0", "101")
     assert runner.info(call, _info(b"Signal=7\r\nDuration=160\r\n")) == 200
     assert runner.info(call, _info(b"Signal=x\r\n")) == 400
     assert runner.info(call, _info(b"7", "text/plain")) == 415
     assert runner.info(_call("other"), _info(b"Signal=7\r\n")) == 481
-    for _ in range(50):
-        if control.transfers:
-            break
-        await asyncio.sleep(0.02)
+    await _transfer_asked(control)
     assert control.transfers == [("user", "101")]
     runner.transferred(call, 486)  # busy: the service is told, carries on
     await asyncio.wait_for(script.done.wait(), 2)
@@ -166,8 +167,7 @@ async def test_info_dtmf_reaches_the_service_and_transfer_completes(tmp_path: Pa
 
 
 async def test_caller_hanging_up_ends_the_service(tmp_path: Path) -> None:
-    low = _free_even_port()
-    pool = RtpPortPool("127.0.0.1", low, low + 9)
+    pool = _pool()
     control, script = Control(), Script()
     runner = _runner(pool, control, script, tmp_path)
     call = _call()
@@ -188,8 +188,7 @@ async def _transfer_asked(control: Control) -> None:
 
 
 async def test_a_transfer_comes_back_with_new_media(tmp_path: Path) -> None:
-    low = _free_even_port()
-    pool = RtpPortPool("127.0.0.1", low, low + 9)
+    pool = _pool()
     control, script = Control(), ComeBackScript()
     runner = _runner(pool, control, script, tmp_path)
     call = _call()
@@ -215,8 +214,7 @@ async def test_a_transfer_comes_back_with_new_media(tmp_path: Path) -> None:
 
 
 async def test_the_call_ending_while_transferred_ends_the_wait(tmp_path: Path) -> None:
-    low = _free_even_port()
-    pool = RtpPortPool("127.0.0.1", low, low + 9)
+    pool = _pool()
     control, script = Control(), ComeBackScript()
     runner = _runner(pool, control, script, tmp_path)
     call = _call()
@@ -257,8 +255,7 @@ class ToVoicemail(Script):
 
 
 async def test_voicemail_key_runs_the_mailbox_on_the_same_media(tmp_path: Path) -> None:
-    low = _free_even_port()
-    pool = RtpPortPool("127.0.0.1", low, low + 9)
+    pool = _pool()
     control, script, mailbox = Control(), ToVoicemail(), Mailbox()
     runner = _runner(pool, control, script, tmp_path)
     runner.services = {"test": script, "voicemail": mailbox}

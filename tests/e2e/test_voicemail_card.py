@@ -274,24 +274,33 @@ _WAIT_BYE = """
   </send>
 """
 
-_SEND_BYE = """
-  <send retrans="500">
+
+def _in_dialog(method: str, cseq: int, retrans: str = "") -> str:
+    """A SIPp ``<send>`` of the caller's ``method`` in its dialog (after the 200 of the INVITE)."""
+    return f"""
+  <send{retrans}>
     <![CDATA[
 
-      BYE [next_url] SIP/2.0
+      {method} [next_url] SIP/2.0
       Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
       [routes]
       Max-Forwards: 70
       From: <sip:[field0]@[remote_ip]>;tag=[pid]SIPpTag00[call_number]
       To: <sip:[field2]@[remote_ip]>[peer_tag_param]
       Call-ID: [call_id]
-      CSeq: 3 BYE
+      CSeq: {cseq} {method}
       Content-Length: 0
 
     ]]>
   </send>
-  <recv response="200"/>
 """
+
+
+_SEND_BYE = (
+    _in_dialog("BYE", 3, ' retrans="500"')
+    + """  <recv response="200"/>
+"""
+)
 
 
 def caller_scenario(
@@ -338,23 +347,7 @@ def caller_scenario(
   <recv response="180" optional="true"/>
   <recv response="181" optional="true"/>
   <recv response="183" optional="true"/>
-  <recv response="200" rrs="true"/>
-  <send>
-    <![CDATA[
-
-      ACK [next_url] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
-      [routes]
-      Max-Forwards: 70
-      From: <sip:[field0]@[remote_ip]>;tag=[pid]SIPpTag00[call_number]
-      To: <sip:[field2]@[remote_ip]>[peer_tag_param]
-      Call-ID: [call_id]
-      CSeq: 2 ACK
-      Content-Length: 0
-
-    ]]>
-  </send>
-"""
+  <recv response="200" rrs="true"/>""" + _in_dialog("ACK", 2)
     body = [
         '<?xml version="1.0" encoding="ISO-8859-1" ?>',
         '<!DOCTYPE scenario SYSTEM "sipp.dtd">',
