@@ -8,11 +8,13 @@ import socket
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import datetime
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
 from minipbx.store import Database, SqlRegistrationRepo, SqlTenantRepo, SqlUserRepo, default_url
 
@@ -98,3 +100,24 @@ async def scratch_database(url: str, module: str) -> AsyncIterator[str]:
                 await conn.exec_driver_sql(f"DROP DATABASE {name}")
     finally:
         await admin.dispose()
+
+
+async def insert_old_user(session: AsyncSession, now: datetime, display_name: str = "") -> None:
+    """Tenant 1 and its user 7 ("100") with only the columns every schema since 0001 has:
+    rows a migration test writes before upgrading."""
+    naive = now.replace(tzinfo=None)
+    await session.execute(
+        text(
+            "INSERT INTO tenants (id, name, domain, realm, is_default, created_at) "
+            "VALUES (1, 'Default', 'default', 'minipbx', :t, :now)"
+        ),
+        {"t": True, "now": naive},
+    )
+    await session.execute(
+        text(
+            "INSERT INTO users (id, tenant_id, extension, display_name, ha1_md5, ha1_sha256, "
+            "enabled, created_at, updated_at) VALUES (7, 1, '100', :name, :md5, :sha, :t, "
+            ":now, :now)"
+        ),
+        {"name": display_name, "md5": "a" * 32, "sha": "b" * 64, "t": True, "now": naive},
+    )

@@ -31,6 +31,7 @@ from minipbx.store.cdrs_export import write_cdrs
 from minipbx.store.db import alembic_config
 from minipbx.store.errors import ConflictError
 from minipbx.store.models import Base
+from tests.store.conftest import insert_old_user
 
 T0 = datetime(2030, 5, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -388,21 +389,7 @@ async def _check_migration_0007(db: Database) -> None:
     old = make_cdr(1)
     row = {name: getattr(old, name) for name in CDR_FIELDS if name not in BILLING}
     async with db.write() as session:  # the 0006 schema: only the columns it had
-        await session.execute(
-            text(
-                "INSERT INTO tenants (id, name, domain, realm, is_default, created_at) "
-                "VALUES (1, 'Default', 'default', 'minipbx', :t, :now)"
-            ),
-            {"t": True, "now": T0.replace(tzinfo=None)},
-        )
-        await session.execute(
-            text(
-                "INSERT INTO users (id, tenant_id, extension, display_name, ha1_md5, ha1_sha256, "
-                "enabled, created_at, updated_at) VALUES (7, 1, '100', '', :md5, :sha, :t, "
-                ":now, :now)"
-            ),
-            {"md5": "a" * 32, "sha": "b" * 64, "t": True, "now": T0.replace(tzinfo=None)},
-        )
+        await insert_old_user(session, T0)
         cdrs = Base.metadata.tables["cdrs"]
         await session.execute(insert(cdrs), [row])  # names only the 0006 columns
     await db.upgrade()

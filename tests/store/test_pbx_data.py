@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import delete, func, select
 
 from minipbx.store import (
     ConflictError,
@@ -53,6 +53,7 @@ from minipbx.store.models import (
 from minipbx.store.models import (
     DialPlanRule as RuleRow,
 )
+from tests.store.conftest import insert_old_user
 
 HASH = "$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo"
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
@@ -566,21 +567,7 @@ async def _check_upgrade_from_0002(db: Database) -> None:
     assert await db.current_revision() == "0002"
     now = datetime(2029, 5, 1, tzinfo=UTC)
     async with db.write() as session:  # the 0002 schema: only the columns it had
-        await session.execute(
-            text(
-                "INSERT INTO tenants (id, name, domain, realm, is_default, created_at) "
-                "VALUES (1, 'Default', 'default', 'minipbx', :t, :now)"
-            ),
-            {"t": True, "now": now.replace(tzinfo=None)},
-        )
-        await session.execute(
-            text(
-                "INSERT INTO users (id, tenant_id, extension, display_name, email, ha1_md5, "
-                "ha1_sha256, enabled, created_at, updated_at) VALUES (7, 1, '100', 'Alice', "
-                "NULL, :md5, :sha, :t, :now, :now)"
-            ),
-            {"md5": "a" * 32, "sha": "b" * 64, "t": True, "now": now.replace(tzinfo=None)},
-        )
+        await insert_old_user(session, now, "Alice")
     await db.upgrade()
     assert await db.current_revision() == head_revision()
     user = await SqlUserRepo(db).get("100")
