@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from minipbx import sip
 from minipbx.billing_runtime import BillingRuntime
 from minipbx.config import Settings
 from minipbx.mail import Mailer, smtp_settings_loader
@@ -455,7 +456,12 @@ class App:
             asyncio.create_task(self.billing.run()),
         ]
         _tune_gc()
-        log.info("event=started users=%d registrations=%d", len(self.directory), restored)
+        log.info(
+            "event=started users=%d registrations=%d sip_core=%s",
+            len(self.directory),
+            restored,
+            "compiled" if sip.COMPILED else "python",
+        )
 
     async def _start_stun(self) -> None:
         """The STUN server is an aid for phones, not needed for calls: a port that is taken

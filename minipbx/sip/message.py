@@ -114,11 +114,9 @@ class Headers:
     @classmethod
     def _trusted(cls, items: list[tuple[str, str]], index: Index | None = None) -> Headers:
         """Wrap a list whose names are already canonical (used by the parser)."""
-        obj = cls.__new__(cls)
+        obj = cls()  # (not cls.__new__: compiled classes have none; the empty init is cheap)
         obj._items = items
         obj._index = index
-        obj._cache = {}
-        obj._plain = None
         return obj
 
     def _changed(self) -> None:
