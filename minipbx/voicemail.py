@@ -305,6 +305,7 @@ class SqlMailboxes:
         self.user_settings = SqlUserSettingsRepo(db)
         self.users = SqlWebRepo(db)
         self._boxes: dict[tuple[int, str], BoxInfo] = {}
+        self._box_of_user: dict[int, tuple[int, str]] = {}  # user id -> key of _boxes
         self._limits: dict[int | None, Limits] = {}
         self._counts: dict[tuple[int, str], Counts] = {}
         self._versions: tuple[int, int] | None = None
@@ -357,6 +358,7 @@ class SqlMailboxes:
         self._limits = {t: limits_of({**system, **v}) for t, v in values.items()}
         self._limits[None] = limits_of(system)
         self._boxes, self._versions = boxes, versions
+        self._box_of_user = {info.user_id: key for key, info in boxes.items()}
         await self.recount(notify=False)
         log.info("event=voicemail_loaded boxes=%d", len(boxes))
         await self.recover()
@@ -391,10 +393,19 @@ class SqlMailboxes:
             for user_id, folder, number in await session.execute(stmt):
                 slot = by_user.setdefault(user_id, [0, 0])
                 slot[0 if folder == "new" else 1] += int(number)
-        counts = {
-            key: Counts(*by_user.get(info.user_id, (0, 0))) for key, info in self._boxes.items()
-        }
-        moved = [k for k, c in counts.items() if self._counts.get(k, Counts(0, 0)) != c]
+        # Only boxes with messages get an entry (no entry: none), so that a recount costs
+        # what the boxes with messages cost, not what every user of a large server does.
+        counts: dict[tuple[int, str], Counts] = {}
+        for user_id, (new, old) in by_user.items():
+            key = self._box_of_user.get(user_id)
+            if key is not None:
+                counts[key] = Counts(new, old)
+        zero = Counts(0, 0)
+        moved = sorted(
+            k
+            for k in counts.keys() | self._counts.keys()
+            if k in self._boxes and counts.get(k, zero) != self._counts.get(k, zero)
+        )
         self._counts = counts
         if notify:
             for tenant_id, extension in moved:
@@ -627,7 +638,8 @@ class SqlMailboxes:
         return info is not None and info.created_at is not None and received < info.created_at
 
     def _by_user(self, user_id: int) -> BoxInfo | None:
-        return next((b for b in self._boxes.values() if b.user_id == user_id), None)
+        key = self._box_of_user.get(user_id)
+        return None if key is None else self._boxes.get(key)
 
     # -- MailQueue ------------------------------------------------------------------------------
 

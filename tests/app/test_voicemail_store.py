@@ -451,6 +451,18 @@ async def test_recount_notices_changes_made_elsewhere(env: Env) -> None:
     assert env.boxes.cached_counts(env.tenant_id, "100") == Counts(0, 1)
 
 
+async def test_recount_notices_a_box_emptied_elsewhere(env: Env) -> None:
+    box = await box_of(env)
+    message_id = await box.save(SPEECH, "101", 2.0, RECEIVED)
+    assert message_id is not None
+    assert await env.boxes.recount() == []
+    assert env.boxes._counts.keys() == {(env.tenant_id, "100")}  # empty boxes: no entry
+    await SqlVoicemailRepo(env.db).remove(message_id)  # the console
+    assert await env.boxes.recount() == [(env.tenant_id, "100")]
+    assert env.boxes.cached_counts(env.tenant_id, "100") == Counts(0, 0)
+    assert await env.boxes.recount() == []
+
+
 async def test_async_on_change_and_a_failing_one(env: Env) -> None:
     seen: list[str] = []
 
