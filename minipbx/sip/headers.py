@@ -342,13 +342,19 @@ _NAME_ADDRS: dict[str, NameAddr] = {}  # parsed values by text, see NameAddr.par
 _NAME_ADDRS_SIZE = 2048
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class NameAddr:
     """``[display-name] <URI> *(;param)`` as in From, To, Contact, Route (RFC 3261 20.10)."""
 
     uri: Uri
-    display: str | None = None
-    params: Params = field(default_factory=dict)
+    display: str | None
+    params: Params
+
+    def __init__(self, uri: Uri, display: str | None = None, params: Params | None = None) -> None:
+        # Not generated: see SipUri.__init__.
+        self.uri = uri
+        self.display = display
+        self.params = {} if params is None else params
 
     @classmethod
     def parse(cls, value: str, what: str = "name-addr") -> NameAddr:
@@ -427,15 +433,30 @@ class NameAddr:
         return self.uri if isinstance(self.uri, SipUri) else None
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Via:
     """One Via value: ``SIP/2.0/transport sent-by *(;param)`` (RFC 3261 20.42)."""
 
     transport: str
     host: str
-    port: int | None = None
-    params: Params = field(default_factory=dict)
-    protocol: str = "SIP/2.0"
+    port: int | None
+    params: Params
+    protocol: str
+
+    def __init__(
+        self,
+        transport: str,
+        host: str,
+        port: int | None = None,
+        params: Params | None = None,
+        protocol: str = "SIP/2.0",
+    ) -> None:
+        # Not generated: see SipUri.__init__.
+        self.transport = transport
+        self.host = host
+        self.port = port
+        self.params = {} if params is None else params
+        self.protocol = protocol
 
     @classmethod
     def parse(cls, value: str) -> Via:

@@ -136,7 +136,7 @@ def _check_host(host: str) -> None:
         raise ParseError(f"bad host {host!r}")
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class SipUri:
     """A ``sip:`` or ``sips:`` URI. ``user`` and ``password`` are unescaped.
 
@@ -146,12 +146,32 @@ class SipUri:
     """
 
     host: str
-    user: str | None = None
-    password: str | None = None
-    port: int | None = None
-    scheme: str = "sip"
-    params: Params = field(default_factory=dict)
-    headers: tuple[tuple[str, str], ...] = ()
+    user: str | None
+    password: str | None
+    port: int | None
+    scheme: str
+    params: Params
+    headers: tuple[tuple[str, str], ...]
+
+    # Written out rather than generated: compiled (setup.py), the dataclass-made __init__
+    # would stay interpreted, and the parser builds many URIs.
+    def __init__(
+        self,
+        host: str,
+        user: str | None = None,
+        password: str | None = None,
+        port: int | None = None,
+        scheme: str = "sip",
+        params: Params | None = None,
+        headers: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        self.host = host
+        self.user = user
+        self.password = password
+        self.port = port
+        self.scheme = scheme
+        self.params = {} if params is None else params
+        self.headers = headers
 
     def __str__(self) -> str:
         out = [self.scheme, ":"]
