@@ -408,7 +408,6 @@ def profile_server(bench: Bench, server: Server, calls: int) -> None:
     for part in ("reg", "call"):
         raw = bench.work / f"profile-{part}.txt"
         argv = [str(pyspy), "record", "--pid", str(server.pid), "-f", "raw", "-o", str(raw)]
-        argv += ["--native"] if os.environ.get("BENCH_NATIVE") else []
         spy = bench.procs.start(f"py-spy-{part}", [*argv, "-r", "250"], cwd=bench.work)
         time.sleep(1.0)
         name = f"profile-{part}"

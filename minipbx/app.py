@@ -39,6 +39,7 @@ from minipbx.pbx.registrar import Registrar, RegistrarConfig
 from minipbx.pbx.routing import LocalRouter
 from minipbx.pbx.security import Guard, GuardConfig
 from minipbx.pbx.trunk_registration import TrunkAccount
+from minipbx.randomness import EntropyPool
 from minipbx.routing_loader import RoutingLoader
 from minipbx.services import Attendant, ForwardCodes, ServiceRunner
 from minipbx.sip.digest import Algorithm, DigestAuthenticator
@@ -373,8 +374,11 @@ class App:
         await self.directory.load()
         algorithms = [Algorithm.from_name(a) for a in self.settings.digest_algorithms]
         secret = _secret(self.settings.data_dir)
-        digest = DigestAuthenticator(secret, algorithms=[a for a in algorithms if a])
-        authenticator = RequestAuthenticator(digest, self.users, guard=self.guard)
+        entropy = EntropyPool()
+        digest = DigestAuthenticator(
+            secret, algorithms=[a for a in algorithms if a], entropy=entropy
+        )
+        authenticator = RequestAuthenticator(digest, self.users, guard=self.guard, entropy=entropy)
         registrar = Registrar(
             self.location,
             self.users,
@@ -385,6 +389,7 @@ class App:
                 default_expires=self.settings.max_expires,
             ),
             on_change=self.registrations.changed,
+            entropy=entropy,
         )
         restored = registrar.restore(await self.registrations.load(time.time()), time.time())
         network = Network(self.transports, self.settings.public_address)
@@ -399,6 +404,7 @@ class App:
             guard=self.guard,
             wall_clock=time.time,
             settings=CoreSettings(calls=CallSettings(ring_timeout=self.settings.ring_timeout)),
+            entropy=entropy,
             is_self=network.is_self,
             trunk_of=self._trunk_of,
         )
