@@ -1,10 +1,10 @@
 """Build hook: compile the sans-IO SIP core (``minipbx/sip``) to C with mypyc.
 
 Everything else about the package is declared in ``pyproject.toml``. The SIP core is plain,
-fully typed Python; mypyc turns it into C extension modules, which parse, match and build
-SIP messages about 1.7 times as fast (``bench/parse.py``) and lift the whole server's
-registrations and calls per second by a third to a half (``bench/sip_load.py``). The ``.py``
-files stay the source of truth and run unchanged when the extensions are absent:
+fully typed Python; mypyc turns it into C extension modules, which parse SIP messages about
+1.7 times as fast (``bench/parse.py``) and lift the whole server's registrations and calls
+per second by about a quarter to a third (``bench/sip_load.py``). The ``.py`` files stay
+the source of truth and run unchanged when the extensions are absent:
 
 - ``MINIPBX_PURE_PYTHON=1`` at install time skips the compilation;
 - without a C compiler or the Python headers, the build says so and installs pure Python
