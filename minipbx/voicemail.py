@@ -202,9 +202,57 @@ def atomic_write(path: Path, data: bytes) -> None:
     _fsync_dir(path.parent)
 
 
-def _write_message(wav_path: Path, pending: dict[str, Any], wav: bytes) -> None:
-    atomic_write(wav_path.with_suffix(".json"), json.dumps(pending).encode())
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """A message on disk not yet filed: what its ``<uuid>.json`` marker holds."""
+
+    user_id: int
+    tenant_id: int
+    extension: str
+    path: str  # the WAV, relative to the data directory
+    caller: str
+    received: datetime  # aware
+    duration_ms: int
+
+    def to_json(self) -> dict[str, Any]:
+        """The marker's content."""
+        return {
+            "user_id": self.user_id,
+            "tenant_id": self.tenant_id,
+            "extension": self.extension,
+            "path": self.path,
+            "caller": self.caller,
+            "received": self.received.isoformat(),
+            "duration_ms": self.duration_ms,
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> Pending:
+        """Read a marker's content; ValueError, KeyError or TypeError when malformed."""
+        received = datetime.fromisoformat(str(data["received"]))
+        if received.tzinfo is None:
+            raise ValueError("received time without a time zone")
+        return cls(
+            user_id=int(data["user_id"]),
+            tenant_id=int(data["tenant_id"]),
+            extension=str(data["extension"]),
+            path=str(data["path"]),
+            caller=_clean(str(data["caller"]), NUMBER_LEN),
+            received=received,
+            duration_ms=int(data["duration_ms"]),
+        )
+
+
+def _write_message(wav_path: Path, pending: Pending, wav: bytes) -> None:
+    atomic_write(wav_path.with_suffix(".json"), json.dumps(pending.to_json()).encode())
     atomic_write(wav_path, wav)
+
+
+async def _drop_orphan(marker: Path, pending: Pending) -> None:
+    """Remove a pending message whose user is gone (its messages went with it)."""
+    log.warning("event=voicemail_user_gone path=%s", pending.path)
+    await asyncio.to_thread(_unlink, marker.with_suffix(".wav"))
+    await asyncio.to_thread(_unlink, marker)
 
 
 def _read(path: Path) -> bytes | None:
@@ -528,47 +576,45 @@ class SqlMailboxes:
         self, info: BoxInfo, wav: bytes, caller: str, seconds: float, received: float
     ) -> int | None:
         wav_path = self.box_dir(info.tenant_id, info.extension) / f"{uuid.uuid4().hex}.wav"
-        pending = {
-            "user_id": info.user_id,
-            "tenant_id": info.tenant_id,
-            "extension": info.extension,
-            "path": wav_path.relative_to(self.data_dir).as_posix(),
-            "caller": _clean(caller, NUMBER_LEN),
-            "received": datetime.fromtimestamp(received, UTC).isoformat(),
-            "duration_ms": max(0, round(seconds * 1000)),
-        }
+        pending = Pending(
+            user_id=info.user_id,
+            tenant_id=info.tenant_id,
+            extension=info.extension,
+            path=wav_path.relative_to(self.data_dir).as_posix(),
+            caller=_clean(caller, NUMBER_LEN),
+            received=datetime.fromtimestamp(received, UTC),
+            duration_ms=max(0, round(seconds * 1000)),
+        )
         marker = wav_path.with_suffix(".json")
         self._filing.add(marker)  # recover() leaves it alone meanwhile
         try:
             await asyncio.to_thread(_write_message, wav_path, pending, wav)
-            log.info("event=voicemail_written box=%s path=%s", info.extension, pending["path"])
+            log.info("event=voicemail_written box=%s path=%s", info.extension, pending.path)
             return await self._file(marker, pending)
         finally:
             self._filing.discard(marker)
 
-    async def _file(self, marker: Path, pending: dict[str, Any]) -> int | None:
+    async def _file(self, marker: Path, pending: Pending) -> int | None:
         """Add the row of a message written to disk, then drop its JSON marker."""
         try:
             record = await self.repo.add(
-                int(pending["user_id"]),
-                str(pending["path"]),
-                datetime.fromisoformat(str(pending["received"])),
-                duration_ms=int(pending["duration_ms"]),
-                caller_number=_clean(str(pending["caller"]), NUMBER_LEN),
+                pending.user_id,
+                pending.path,
+                pending.received,
+                duration_ms=pending.duration_ms,
+                caller_number=pending.caller,
             )
         except NotFoundError:  # the user was deleted meanwhile: so are their messages
-            log.warning("event=voicemail_user_gone path=%s", pending["path"])
-            await asyncio.to_thread(_unlink, marker.with_suffix(".wav"))
-            await asyncio.to_thread(_unlink, marker)
+            await _drop_orphan(marker, pending)
             return None
         except StoreError as exc:
             self.recovery_due = True
             log.error(
-                "event=voicemail_not_filed path=%s error=%r kept=on_disk", pending["path"], str(exc)
+                "event=voicemail_not_filed path=%s error=%r kept=on_disk", pending.path, str(exc)
             )
             return None
         await asyncio.to_thread(_unlink, marker)
-        await self.changed(int(pending["tenant_id"]), str(pending["extension"]))
+        await self.changed(pending.tenant_id, pending.extension)
         for listener in list(self._listeners):
             listener()
         return record.id
@@ -586,13 +632,7 @@ class SqlMailboxes:
             if marker in self._filing:
                 continue
             try:
-                pending = json.loads(marker.read_text("utf-8"))
-                path = str(pending["path"])
-                user_id = int(pending["user_id"])
-                int(pending["tenant_id"]), int(pending["duration_ms"]), str(pending["caller"])
-                received = datetime.fromisoformat(str(pending["received"]))
-                if received.tzinfo is None:
-                    raise ValueError("received time without a time zone")
+                pending = Pending.from_json(json.loads(marker.read_text("utf-8")))
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 log.error("event=voicemail_bad_marker path=%s error=%s", marker, exc)
                 continue
@@ -600,24 +640,22 @@ class SqlMailboxes:
                 await asyncio.to_thread(_unlink, marker)
                 continue
             try:
-                known = {m.path for m in await self.repo.list_messages(user_id)}
+                known = {m.path for m in await self.repo.list_messages(pending.user_id)}
             except StoreError as exc:
                 self.recovery_due = True
                 log.warning("event=voicemail_recovery_failed error=%r", str(exc))
                 return filed
-            if path in known:  # filed, then the process stopped before the marker went
+            if pending.path in known:  # filed, then the process stopped before the marker went
                 await asyncio.to_thread(_unlink, marker)
                 continue
-            if self._predates_user(user_id, received):
+            if self._predates_user(pending.user_id, pending.received):
                 # The user was deleted and its id given to a newer user (SQLite does that):
                 # the message is the deleted user's, gone with it.
-                log.warning("event=voicemail_user_gone path=%s", path)
-                await asyncio.to_thread(_unlink, marker.with_suffix(".wav"))
-                await asyncio.to_thread(_unlink, marker)
+                await _drop_orphan(marker, pending)
                 continue
             if await self._file(marker, pending) is not None:
                 filed += 1
-                log.info("event=voicemail_recovered path=%s", path)
+                log.info("event=voicemail_recovered path=%s", pending.path)
             elif self.recovery_due:  # the database still refuses: later
                 return filed
         return filed
