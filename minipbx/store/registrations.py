@@ -12,13 +12,13 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Protocol, cast
 
 from sqlalchemy import Table, delete, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from minipbx.store.coltypes import utcnow
+from minipbx.store.coltypes import naive_utc, utcnow
 from minipbx.store.db import Database
 from minipbx.store.models import Registration, User
 from minipbx.store.records import RegistrationRecord
@@ -195,43 +195,27 @@ async def _insert_sqlite(
 ) -> None:
     """Insert ``rows`` with one statement and one parameter per ``SQLITE_ROWS_PER_INSERT``.
 
-    The values are those the ORM's bind processors give (:func:`sqlite_time` for the
-    timestamps; a test holds the two equal), in ``_REGISTRATION_FIELDS`` order.
+    The values are :func:`_registration_values` as the ORM's bind processors give them
+    (:func:`sqlite_time` for the timestamps; a test holds the two equal).
     """
-    stamp = sqlite_time(now)
     for start in range(0, len(rows), SQLITE_ROWS_PER_INSERT):
         batch = [
-            (
-                r.user_id,
-                r.aor,
-                r.contact,
-                sqlite_time(r.expires_at),
-                r.received_transport,
-                r.received_host,
-                r.received_port,
-                r.params,
-                r.local,
-                int(r.nat),
-                r.path,
-                r.call_id,
-                r.cseq,
-                r.user_agent,
-                r.instance_id,
-                r.reg_id,
-                r.q,
-                stamp if r.updated_at is None else sqlite_time(r.updated_at),
-            )
+            [_sqlite_value(v) for v in _registration_values(r, now).values()]
             for r in rows[start : start + SQLITE_ROWS_PER_INSERT]
         ]
         await session.execute(_SQLITE_INSERT, {"rows": json.dumps(batch)})
 
 
+def _sqlite_value(value: object) -> object:
+    if isinstance(value, datetime):
+        return sqlite_time(value)
+    return int(value) if isinstance(value, bool) else value
+
+
 def sqlite_time(value: datetime) -> str:
     """An aware datetime as a SQLite DATETIME column stores it: naive UTC text with
     microseconds (what :class:`~minipbx.store.coltypes.UTCDateTime` binds there)."""
-    if value.tzinfo is None:
-        raise ValueError(f"naive datetime {value!r} given to a UTC column")
-    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+    return naive_utc(value).isoformat(" ", "microseconds")
 
 
 def _registration_values(binding: RegistrationRecord, now: datetime) -> dict[str, Any]:
