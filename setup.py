@@ -28,7 +28,7 @@ from setuptools.command.build_ext import build_ext
 
 HERE = Path(__file__).parent
 SIP = HERE / "minipbx" / "sip"
-COMPILED = sorted(str(p.relative_to(HERE)) for p in SIP.glob("*.py"))
+SOURCES = sorted(str(p.relative_to(HERE)) for p in SIP.glob("*.py"))
 
 
 class OptionalBuildExt(build_ext):
@@ -78,7 +78,7 @@ def ext_modules() -> list[Any]:
     # One shared library (minipbx_sip__mypyc...so) beside the package, one C file per
     # module so the parallel build has work for every core.
     try:
-        return list(mypycify(COMPILED, group_name="minipbx_sip", multi_file=True))
+        return list(mypycify(SOURCES, group_name="minipbx_sip", multi_file=True))
     except (Exception, SystemExit) as exc:  # mypyc reports its own errors, then exits
         print(f"minipbx: mypyc failed ({exc}); installing pure Python", file=sys.stderr)
         return []
