@@ -419,12 +419,11 @@ class B2BUA:
             return
         leg.dialog = dialog
         leg.final = response.status
-        if (
-            call.winner is not None
-            or call.state is CallState.ENDED
-            or (call.service is not None and leg.superseded)
-        ):
-            # Another fork answered first, or the caller gave up: ACK and hang up this one.
+        if call.winner is not None or call.state is CallState.ENDED or leg.superseded:
+            # Another fork answered first, the caller gave up, or a forward, follow-me step
+            # or failover replaced this leg (its 2xx crossed our CANCEL): ACK and hang up
+            # this one. A replaced leg never wins: the call's limits and billing are its
+            # current route's (RFC 3261 9.1 lets a 2xx cross a CANCEL).
             self._ack_leg(leg, b"", None)
             self._bye(dialog, leg.target.destination, now, call)
             return

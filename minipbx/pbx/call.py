@@ -80,6 +80,9 @@ class Route:
     forwarded: bool = False  # the route is a forward: the caller hears 181
     service: str | None = None  # answered by the PBX itself ("ivr:main"): no targets
     trunk: str | None = None  # the trunk's name when kind is "trunk"
+    # The extension that pays for a trunk route a forward or follow-me step made (its
+    # billing was settled when the forward was routed); None: the caller's own call.
+    billed_to: str | None = None
 
 
 class Router(Protocol):

@@ -190,6 +190,8 @@ class DialPlanRouter:
         self._wall = wall_clock
         self.free_seconds = free_seconds
         self.billing: PrepaidGate | None = None  # rates, prepaid limits (billing_runtime)
+        # True while a simultaneous follow-me's steps are routed: they ring beside others.
+        self._beside_others = False
 
     # The MESSAGE relay routes to local users through the same seam.
     def targets(self, tenant_id: int, domain: str, number: str) -> Route:
@@ -226,27 +228,58 @@ class DialPlanRouter:
     def _bill(self, call: Call, route: Route) -> Route:
         """A user's call out through a trunk, as billing allows it: rated, cut when the
         prepaid money runs out (the caller warned ``warning_lead`` seconds before:
-        ``Route.warn_at``), or refused with a prompt (unrated destination, no money)."""
-        gate = self.billing
-        if gate is None or route.kind != "trunk" or not route.targets:
+        ``Route.warn_at``), or refused with a prompt (unrated destination, no money).
+        A route a forward made was billed to the forwarding user already."""
+        if route.billed_to is not None or route.kind != "trunk" or not route.targets:
             return route
-        verdict = gate.authorize(
-            call.id, call.tenant_id, call.caller, route.callee, wall=self._wall()
+        verdict = self._authorize(call, call.caller, route)
+        if not isinstance(verdict, Refusal):
+            return verdict
+        return Route(
+            status=verdict.status,
+            reason=verdict.sip_reason,
+            callee=route.callee,
+            kind="service",
+            service=f"prepaid:{verdict.reason.value}",  # says why, then hangs up
         )
+
+    def _bill_forward(self, call: Call, payer: str, route: Route, *, alone: bool) -> Route | None:
+        """A trunk route a forward or follow-me step of ``payer`` made: billed to ``payer``
+        (whose forward it is), not to the caller, who called an extension. None when
+        billing refuses it (no money, unrated destination): the forward is then not
+        taken. ``alone``: the route rings by itself; a simultaneous follow-me step rings
+        beside others, and one call holds one authorization, so a billed user's external
+        steps are left out there."""
+        gate = self.billing
+        if gate is not None and not alone and gate.bills(call.tenant_id, payer):
+            log.warning(
+                "event=followme_step_skipped owner=%s to=%s reason=billed_user_simultaneous",
+                payer,
+                route.callee,
+            )
+            return None
+        verdict = self._authorize(call, payer, route) if alone else route
+        if isinstance(verdict, Refusal):
+            return None
+        return replace(verdict, billed_to=payer)
+
+    def _authorize(self, call: Call, payer: str, route: Route) -> Route | Refusal:
+        """Ask billing whether ``payer`` may pay for the trunk ``route``: the route with its
+        limits (the money's longest call, the warning time), or the refusal (logged)."""
+        gate = self.billing
+        if gate is None:
+            return route
+        gate.release_earlier(call.id)  # a follow-me step's reservation, now superseded
+        verdict = gate.authorize(call.id, call.tenant_id, payer, route.callee, wall=self._wall())
         if isinstance(verdict, Refusal):
             log.info(
-                "event=call_refused_by_billing caller=%s to=%s reason=%s",
+                "event=call_refused_by_billing caller=%s payer=%s to=%s reason=%s",
                 call.caller,
+                payer,
                 route.callee,
                 verdict.reason.value,
             )
-            return Route(
-                status=verdict.status,
-                reason=verdict.sip_reason,
-                callee=route.callee,
-                kind="service",
-                service=f"prepaid:{verdict.reason.value}",  # says why, then hangs up
-            )
+            return verdict
         if verdict.max_seconds is None:
             return route
         limited = _limited(route, float(verdict.max_seconds))
@@ -285,7 +318,15 @@ class DialPlanRouter:
     def forward(self, call: Call, why: str, to: str | None = None) -> Route | None:
         """Where a call goes when the user rung is busy or does not answer, or its phone
         redirected it (3xx to ``to``): the user's forward setting, routed through that
-        user's dial plan (so external forwards need a plan that allows them)."""
+        user's dial plan (so external forwards need a plan that allows them). A forward
+        out through a trunk is billed to the forwarding user; a new route that is not
+        frees what an earlier trunk route of the call held (its legs are replaced)."""
+        route = self._forward(call, why, to)
+        if route is not None and route.billed_to is None and self.billing is not None:
+            self.billing.release_earlier(call.id)
+        return route
+
+    def _forward(self, call: Call, why: str, to: str | None) -> Route | None:
         if call.followme_owner is not None and why != "redirect":
             return self._next_followme(call)
         if why == "failed":
@@ -303,7 +344,12 @@ class DialPlanRouter:
                 return _voicemail(extension, 486 if why == "busy" else 480, busy=why == "busy")
             return None
         route = self._forward_to(call, extension, policy, number)
-        return route if route is not None and route.targets else None
+        if route is not None and route.targets:
+            return route
+        if why != "redirect" and policy is not None and policy.voicemail:
+            # The forward cannot be taken (a loop, or billing refused it): the mailbox.
+            return _voicemail(extension, 486 if why == "busy" else 480, busy=why == "busy")
+        return None
 
     def transfer(self, call: Call, kind: str, target: str) -> Route:
         """Where a service sends a call it answered (see :class:`~minipbx.pbx.call.Router`).
@@ -368,9 +414,13 @@ class DialPlanRouter:
         own_ring = policy.no_answer_seconds
         if policy.followme_mode == "simultaneous":
             targets = list(own.targets)
-            for step in policy.followme:
-                route = self._forward_to(call, extension, policy, step.number)
-                targets += route.targets if route is not None else ()
+            self._beside_others = True  # forwards of the steps, nested ones too
+            try:
+                for step in policy.followme:
+                    route = self._forward_to(call, extension, policy, step.number)
+                    targets += route.targets if route is not None else ()
+            finally:
+                self._beside_others = False
             if not targets:
                 return None
             longest = max([own_ring if own.targets else 0, *(s.seconds for s in policy.followme)])
@@ -402,9 +452,14 @@ class DialPlanRouter:
         return None
 
     def _forward_to(
-        self, call: Call, extension: str, policy: CallPolicy | None, number: str
+        self,
+        call: Call,
+        extension: str,
+        policy: CallPolicy | None,
+        number: str,
     ) -> Route | None:
-        """Route ``number`` for the forwarding user ``extension``; None on a loop."""
+        """Route ``number`` for the forwarding user ``extension``, who pays when it leaves
+        through a trunk; None on a loop or when billing refuses (``_bill_forward``)."""
         seen = call.forwarded_to
         if (
             len(seen) >= MAX_FORWARDS
@@ -420,7 +475,10 @@ class DialPlanRouter:
             return self._local(call, number, limit)
         level = policy.call_level if policy is not None else 1
         decision = plan.decide(number, caller=extension, level=level, wall=self._wall())
-        return self._follow(call, decision, limit, outbound_allowed=True)
+        route = self._follow(call, decision, limit, outbound_allowed=True)
+        if route.kind != "trunk" or not route.targets or route.billed_to is not None:
+            return route  # local (a further forward of it billed itself), or failed
+        return self._bill_forward(call, extension, route, alone=not self._beside_others)
 
     def _local(self, call: Call, extension: str, limit: float | None) -> Route:
         """A local user's phones, after its unconditional and unreachable forwarding; with

@@ -100,6 +100,10 @@ class PendingCharge:
         return cls(key, amount, str(values["cdr_uuid"]), str(values["note"]), True, True)
 
 
+def _billed(user: UserBilling) -> bool:
+    return user.prepaid or user.rate_table_id is not None
+
+
 def wall_time(seconds: float) -> datetime:
     """Unix time as an aware UTC datetime (rates' validity dates)."""
     return datetime.fromtimestamp(seconds, UTC)
@@ -150,7 +154,7 @@ class PrepaidGate:
                 call_key, AccountKey.card(card_id), card.rate_table_id, number, when, card
             )
         user = self.users.get((tenant_id, caller))
-        if user is None or (not user.prepaid and user.rate_table_id is None):
+        if user is None or not _billed(user):
             return Authorization(call_key)
         if user.prepaid:
             key = AccountKey.user(user.user_id)
@@ -163,6 +167,18 @@ class PrepaidGate:
         rated = Authorization(call_key, rate=rate, currency=currency)
         self._rated[call_key] = rated
         return rated
+
+    def bills(self, tenant_id: int, extension: str) -> bool:
+        """True when the user's calls out are billed (prepaid, or rated postpaid)."""
+        user = self.users.get((tenant_id, extension))
+        return user is not None and _billed(user)
+
+    def release_earlier(self, call_key: str) -> None:
+        """Free what a call holds for a route it no longer rings (a follow-me step or a
+        forward replaced it), so the next route can be authorized. A calling card's call
+        keeps its card: its reservation belongs to the card flow."""
+        if call_key not in self._card_calls and self.holding(call_key) is not None:
+            self.release(call_key)
 
     def _rate(self, table_id: int | None, number: str, when: datetime) -> RateRule | Refusal:
         index = self.tables.get(table_id) if table_id is not None else None

@@ -30,6 +30,12 @@ class FakeGate:
     def card_call(self, call_key: str) -> CardCall | None:
         return self.cards.get(call_key)
 
+    def bills(self, tenant_id: int, extension: str) -> bool:
+        return True
+
+    def release_earlier(self, call_key: str) -> None:
+        pass
+
 
 def test_prepaid_limit_cuts_the_trunk_call() -> None:
     net, alice, _, _ = _setup(LOCAL, OUT)
