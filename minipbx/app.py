@@ -509,9 +509,10 @@ class App:
     def _open_media(
         self, network: Network, call: Call, offer: bytes
     ) -> tuple[MediaEndpoint, bytes]:
-        """Our own RTP stream answering ``offer`` (a service's leg), on the RTP range."""
+        """Our own RTP stream answering ``offer`` (a service's leg), on the RTP range; our
+        offer when the caller sent none."""
         address = self.media_address or network.media_ip_for(call.source.host)
-        return MediaEndpoint.answer_now(
+        return MediaEndpoint.negotiate(
             offer,
             address=address,
             ports=self.relays.pool,

@@ -329,9 +329,8 @@ class ServiceRunner:
         return handler if handler.accepts(tenant_id, arg) else 404
 
     def _open(self, call: Call, offer: bytes) -> tuple[MediaEndpoint, bytes]:
-        """A media endpoint answering the caller's ``offer``, and the answer."""
-        if not offer:  # the caller wants our offer: not supported yet
-            raise ServiceError(488, "Not Acceptable Here (an SDP offer is needed)")
+        """A media endpoint answering the caller's ``offer``, and the answer; or, when the
+        caller sent none, offering ours (its answer comes in the ACK: :meth:`acked`)."""
         try:
             return self.open_media(call, offer)
         except OfferError as exc:
@@ -350,6 +349,8 @@ class ServiceRunner:
         waiting = channel.come_back if channel is not None else None
         if channel is None or waiting is None or waiting.done():
             raise ServiceError(481, "Call/Transaction Does Not Exist")
+        if not offer:  # RFC 3264 5: the 2xx to an offerless INVITE must carry the offer
+            raise ServiceError(488, "Not Acceptable Here (the 2xx carries no SDP offer)")
         endpoint, answer = self._open(call, offer)
         channel.endpoint.close("replaced")  # closed at the transfer already
         channel.endpoint = endpoint
@@ -363,12 +364,32 @@ class ServiceRunner:
         running = self._running.get(call.id)
         if running is None:
             raise ServiceError(481, "Call/Transaction Does Not Exist")
-        if not body:
-            raise ServiceError(488, "Not Acceptable Here (an SDP offer is needed)")
+        endpoint = running.channel.endpoint
         try:
-            return running.channel.endpoint.update_remote(body)
+            if not body:  # RFC 3264 5: an offerless re-INVITE gets our offer in the 2xx
+                return endpoint.offer_again()
+            return endpoint.update_remote(body)
         except OfferError as exc:
             raise ServiceError(exc.status, str(exc)) from None
+        except MediaClosedError:
+            raise ServiceError(481, "Call/Transaction Does Not Exist") from None
+
+    def acked(self, call: Call, body: bytes) -> None:
+        running = self._running.get(call.id)
+        if running is None:
+            return
+        endpoint = running.channel.endpoint
+        if not endpoint.awaiting_answer:
+            if body:  # RFC 3261 13.2.1: no new offer in an ACK; nothing to answer
+                log.info("event=ack_sdp_ignored call=%s", call.id)
+            return
+        if not body:  # RFC 3264 5: the answer to the offer in our 2xx belongs in the ACK
+            raise ServiceError(400, "Bad Request (the ACK carries no SDP answer)")
+        try:
+            endpoint.take_answer(body)
+        except (OfferError, MediaClosedError) as exc:
+            status = exc.status if isinstance(exc, OfferError) else 481
+            raise ServiceError(status, str(exc)) from None
 
     def info(self, call: Call, request: Request) -> int:
         running = self._running.get(call.id)
@@ -442,8 +463,9 @@ class ServiceRunner:
         self, call: Call, running: _Running, handler: Service, service: str, arg: str
     ) -> None:
         try:
+            await running.channel.endpoint.answered()  # a late offer: its answer first
             running.outcome = await handler.run(running.channel, arg)
-        except ChannelClosedError:
+        except (ChannelClosedError, MediaClosedError):
             running.outcome = "caller_hung_up"
         except Exception:  # a bug in a service must not leave the caller in silence
             log.exception("event=service_failed call=%s", call.id)

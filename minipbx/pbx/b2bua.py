@@ -634,9 +634,9 @@ class B2BUA:
         leg = call.winner
         ctype = ack.headers.get("Content-Type") if ack.body else None
         if call.service is not None and leg is None:
-            if ack.body and self.services is not None:  # the answer to the service's offer
+            if self.services is not None:  # the answer to the service's offer, if it made one
                 try:
-                    self.services.media_update(call, ack.body)
+                    self.services.acked(call, ack.body)
                 except ServiceError as exc:
                     log.info("event=service_media_refused call=%s error=%s", call.id, exc)
                     self.hangup(call, now, "bad_sdp")

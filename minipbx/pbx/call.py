@@ -179,8 +179,15 @@ class ServiceHost(Protocol):
         ...
 
     def media_update(self, call: Call, body: bytes) -> bytes | None:
-        """The caller sent SDP while the service runs (an ACK's answer: returns None; a
-        re-INVITE's offer: returns the answer). Raises ServiceError (e.g. 488)."""
+        """A re-INVITE or UPDATE from the caller while the service runs: returns the answer
+        to its offer, or our offer when it came without one (the answer then comes in the
+        ACK, :meth:`acked`). Raises ServiceError (e.g. 488)."""
+        ...
+
+    def acked(self, call: Call, body: bytes) -> None:
+        """The caller's ACK of a 2xx of the service: ``body`` is the answer when that 2xx
+        carried our offer (RFC 3264 5). Raises ServiceError when the answer is missing or
+        unusable (the B2BUA then hangs up)."""
         ...
 
     def info(self, call: Call, request: Request) -> int:

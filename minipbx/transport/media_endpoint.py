@@ -30,6 +30,7 @@ import socket
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, NamedTuple, Protocol, cast
 
 from minipbx.media.dtmf import Collected, DtmfCollector, digit_to_event
@@ -44,8 +45,8 @@ from minipbx.media.session import (
     codec_for,
 )
 from minipbx.sip.errors import ParseError
-from minipbx.sip.offer_answer import build_answer, negotiated_codec
-from minipbx.sip.sdp import SessionDescription
+from minipbx.sip.offer_answer import NegotiatedCodec, build_answer, build_offer, negotiated_codec
+from minipbx.sip.sdp import MediaDescription, SessionDescription
 from minipbx.transport.rtp import PortPair
 
 log = logging.getLogger("minipbx.media")
@@ -156,7 +157,8 @@ class MediaEndpoint:
         self._session_id = session_id
         self._index = index
         self._version = 0
-        self._answer: bytes | None = None
+        self._answer: bytes | None = None  # our SDP as last sent (answer or offer)
+        self._offered: SessionDescription | None = None  # our offer awaiting its answer
         self._on_close = on_close
         self._loop = asyncio.get_running_loop()
         self._rtp, self._rtcp = sockets
@@ -202,20 +204,9 @@ class MediaEndpoint:
             answer = _build(offer, index, address, pair.port, session_id, 0)
             negotiated = negotiated_codec(offer, answer)
             assert negotiated is not None  # build_answer accepted exactly this stream
-            codec, event = codec_for(negotiated)
-            now = asyncio.get_running_loop().time() + PTIME
-            session = MediaSession(
-                codec,
-                telephone_event=event,
-                ssrc=int.from_bytes(entropy(4), "big"),
-                sequence=int.from_bytes(entropy(2), "big"),
-                timestamp=int.from_bytes(entropy(4), "big"),
-                now=now,
-                remote=RemoteMedia.from_sdp(offer, index),
-                cname=entropy(8).hex(),  # RFC 7022: a random CNAME per session
-                wall_offset=time.time() - now,
-                comfort_silence=comfort_silence,
-                name=name or str(session_id),
+            remote = RemoteMedia.from_sdp(offer, index)
+            session = _new_session(
+                negotiated, remote, entropy, comfort_silence, name or str(session_id)
             )
         except BaseException:
             pair.close()
@@ -230,6 +221,79 @@ class MediaEndpoint:
             on_close=lambda: ports.release(pair.port),
         )
         endpoint._answer = body = bytes(answer)
+        return endpoint, body
+
+    @classmethod
+    def negotiate(
+        cls,
+        offer_sdp: bytes,
+        *,
+        address: str,
+        ports: RtpPorts,
+        session_id: int | str,
+        entropy: Callable[[int], bytes] = secrets.token_bytes,
+        comfort_silence: bool = True,
+        name: str = "",
+    ) -> tuple[MediaEndpoint, bytes]:
+        """:meth:`answer_now` the caller's offer, or :meth:`offer_now` when it sent none
+        (an empty body): the endpoint and the SDP for our 2xx."""
+        if offer_sdp:
+            return cls.answer_now(
+                offer_sdp,
+                address=address,
+                ports=ports,
+                session_id=session_id,
+                entropy=entropy,
+                comfort_silence=comfort_silence,
+                name=name,
+            )
+        return cls.offer_now(
+            address=address,
+            ports=ports,
+            session_id=session_id,
+            entropy=entropy,
+            comfort_silence=comfort_silence,
+            name=name,
+        )
+
+    @classmethod
+    def offer_now(
+        cls,
+        *,
+        address: str,
+        ports: RtpPorts,
+        session_id: int | str,
+        entropy: Callable[[int], bytes] = secrets.token_bytes,
+        comfort_silence: bool = True,
+        name: str = "",
+    ) -> tuple[MediaEndpoint, bytes]:
+        """Our own stream offered to a caller that sent no offer (an INVITE without SDP:
+        the 2xx carries the offer, the ACK the answer, RFC 3261 13.2.1 and RFC 3264 5):
+        PCMU, PCMA and telephone-event. Synchronous like :meth:`answer_now`. Nothing is
+        sent before :meth:`take_answer` says where to (or latching learns it);
+        :meth:`answered` waits for that. Returns the endpoint and the offer's bytes."""
+        pair = ports.allocate()
+        try:
+            offer = build_offer(address=address, port=pair.port, session_id=session_id)
+            negotiated = negotiated_codec(offer, offer)  # our first choice until answered
+            assert negotiated is not None
+            remote = RemoteMedia(None, None)
+            session = _new_session(
+                negotiated, remote, entropy, comfort_silence, name or str(session_id)
+            )
+        except BaseException:
+            pair.close()
+            ports.release(pair.port)
+            raise
+        endpoint = cls.open(
+            session,
+            pair,
+            address=address,
+            session_id=session_id,
+            on_close=lambda: ports.release(pair.port),
+        )
+        endpoint._offered = offer
+        endpoint._answer = body = bytes(offer)
         return endpoint, body
 
     @classmethod
@@ -572,6 +636,72 @@ class MediaEndpoint:
         return body
 
     @property
+    def awaiting_answer(self) -> bool:
+        """True while an offer of ours waits for the remote's answer."""
+        return self._offered is not None
+
+    async def answered(self) -> None:
+        """Until the answer to our offer arrived (at once when none is awaited);
+        :class:`MediaClosedError` once closed."""
+        while self._offered is not None:
+            await self._wait()
+
+    def take_answer(self, answer_sdp: bytes) -> None:
+        """The remote's answer to our offer (RFC 3264 6): its first codec we offered, its
+        payload types (those are what it receives), its address. :class:`OfferError` (488,
+        400 for a malformed body) leaves the offer waiting."""
+        self._check_open()
+        offer = self._offered
+        if offer is None:
+            raise OfferError("no offer of ours is waiting for an answer", 400)
+        answer = _parse(answer_sdp)
+        try:
+            negotiated = negotiated_codec(offer, answer)
+            if negotiated is None:
+                raise OfferError("the SDP answer accepts no audio stream we offered")
+            remote = RemoteMedia.from_sdp(answer, negotiated.index)
+        except ParseError as exc:
+            raise OfferError(f"SDP answer: {exc.reason}", exc.status) from None
+        except ValueError as exc:
+            raise OfferError(f"SDP answer: {exc}") from None
+        codec, event = codec_for(negotiated)
+        session = self.session
+        session.update_remote(remote, codec, event)
+        self._index = negotiated.index
+        self._offered = None
+        log.info(
+            "event=media_answered session=%s remote=%s codec=%s/%d dtmf=%s",
+            self.name,
+            session.destination,
+            codec.name,
+            codec.payload_type,
+            session.telephone_event,
+        )
+        self._signal()  # wakes answered()
+        self._arm()
+
+    def offer_again(self) -> bytes:
+        """Our offer for a re-INVITE or UPDATE that came without one (RFC 3264 5, 8): the
+        same port, the ``o=`` version bumped, as many m-lines as our SDP before (the ones
+        we do not use disabled); the answer comes to :meth:`take_answer`."""
+        self._check_open()
+        self._version += 1
+        fresh = build_offer(
+            address=self._address,
+            port=self.port,
+            session_id=self._session_id,
+            session_version=self._version,
+        )
+        before = _parse(self._answer) if self._answer is not None else fresh
+        if len(before.media) > 1:  # RFC 3264 8: never fewer m-lines than before
+            media = [_disabled(m) for m in before.media]
+            media[self._index] = fresh.media[0]
+            fresh = replace(fresh, media=tuple(media))
+        self._offered = fresh
+        self._answer = body = bytes(fresh)
+        return body
+
+    @property
     def closed(self) -> bool:
         """True once :meth:`close` ran."""
         return self._closed
@@ -620,6 +750,37 @@ class MediaEndpoint:
             session.rtp_peer.dropped,
             "-" if session.round_trip is None else f"{session.round_trip * 1000:.0f}",
         )
+
+
+def _new_session(
+    negotiated: NegotiatedCodec,
+    remote: RemoteMedia,
+    entropy: Callable[[int], bytes],
+    comfort_silence: bool,
+    name: str,
+) -> MediaSession:
+    """A session for a negotiated codec, its frame grid starting one frame from now (so
+    that its first frame is not late), its random values drawn from ``entropy``."""
+    codec, event = codec_for(negotiated)
+    now = asyncio.get_running_loop().time() + PTIME
+    return MediaSession(
+        codec,
+        telephone_event=event,
+        ssrc=int.from_bytes(entropy(4), "big"),
+        sequence=int.from_bytes(entropy(2), "big"),
+        timestamp=int.from_bytes(entropy(4), "big"),
+        now=now,
+        remote=remote,
+        cname=entropy(8).hex(),  # RFC 7022: a random CNAME per session
+        wall_offset=time.time() - now,
+        comfort_silence=comfort_silence,
+        name=name,
+    )
+
+
+def _disabled(media: MediaDescription) -> MediaDescription:
+    """An m-line kept in place but refused (port 0, its formats, RFC 3264 8.2)."""
+    return MediaDescription(media=media.media, port=0, proto=media.proto, formats=media.formats)
 
 
 def _closed_unattached(protocol: _MediaSocket, sock: socket.socket) -> None:

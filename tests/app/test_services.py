@@ -99,7 +99,7 @@ def _runner(pool: RtpPortPool, control: Control, script: Script, tmp: Path) -> S
         loop=loop,
         control=lambda: control,
         flush=lambda: None,
-        open_media=lambda call, offer: MediaEndpoint.answer_now(
+        open_media=lambda call, offer: MediaEndpoint.negotiate(
             offer, address="127.0.0.1", ports=pool, session_id=7, name=call.id
         ),
         services={"test": script},
@@ -130,7 +130,6 @@ async def test_refusals_before_answering(tmp_path: Path) -> None:
     for service, offer, status in (
         ("nope:known", OFFER, 501),  # no such kind of service
         ("test:unknown", OFFER, 404),  # the service has nothing by that name
-        ("test:known", b"", 488),  # no offer to answer
         ("test:known", OFFER.replace(b"RTP/AVP 0 101", b"RTP/AVP 18"), 488),  # no G.711
     ):
         with pytest.raises(ServiceError) as caught:
@@ -164,6 +163,74 @@ async def test_info_dtmf_reaches_the_service_and_transfer_completes(tmp_path: Pa
     assert script.seen == ["7", 486]
     await asyncio.sleep(0.05)
     assert control.hangups == ["service_done"]  # it ended without handing the call on
+
+
+async def test_a_caller_without_an_offer_gets_ours_and_answers_in_the_ack(
+    tmp_path: Path,
+) -> None:
+    """RFC 3264 5 / RFC 3261 13.2.1: an INVITE without SDP gets our offer in the 2xx; the
+    service waits for the ACK's answer, then speaks the codec the caller chose."""
+    pool = _pool()
+    control, script = Control(), Script()
+    runner = _runner(pool, control, script, tmp_path)
+    call = _call()
+    offer = SessionDescription.parse(runner.start(call, "test:known", b""))
+    (media,) = offer.media
+    assert media.port == pool.low and media.formats == ("0", "8", "101")
+    assert runner.info(call, _info(b"Signal=5\r\nDuration=160\r\n")) == 200
+    await asyncio.sleep(0.1)
+    assert script.seen == [] and not control.transfers  # not started before the answer
+    endpoint = runner._running[call.id].channel.endpoint
+    with pytest.raises(ServiceError) as caught:
+        runner.acked(call, b"")  # RFC 3264 5: the answer belongs in the ACK
+    assert caught.value.status == 400 and endpoint.awaiting_answer
+    with pytest.raises(ServiceError) as caught:  # answers with a codec we did not offer
+        runner.acked(call, OFFER.replace(b"RTP/AVP 0 101", b"RTP/AVP 18"))
+    assert caught.value.status == 488 and endpoint.awaiting_answer
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as phone:
+        phone.bind(("127.0.0.1", 0))
+        phone.setblocking(False)
+        port = phone.getsockname()[1]
+        answer = OFFER.replace(b"40000 RTP/AVP 0 101", f"{port} RTP/AVP 8 101".encode())
+        answer = answer.replace(b"a=rtpmap:0 PCMU/8000", b"a=rtpmap:8 PCMA/8000")
+        runner.acked(call, answer)
+        assert endpoint.session.codec.name == "PCMA" and not endpoint.awaiting_answer
+        await _transfer_asked(control)  # the digit typed early was kept; the script ran
+        assert script.seen == ["5"]
+        loop = asyncio.get_running_loop()
+        packet = await asyncio.wait_for(loop.sock_recv(phone, 2048), 2)
+        assert packet[1] & 0x7F == 8  # PCMA, the answer's payload type
+    runner.acked(call, answer)  # a repeated ACK's SDP answers nothing now: ignored
+    call.state = CallState.ENDED
+    runner.stop(call)
+    await asyncio.wait_for(script.done.wait(), 2)
+
+
+async def test_an_offerless_reinvite_gets_our_offer_with_the_same_m_lines(
+    tmp_path: Path,
+) -> None:
+    pool = _pool()
+    runner = _runner(pool, Control(), Script(), tmp_path)
+    call = _call()
+    two = OFFER + b"m=video 40002 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n"
+    first = SessionDescription.parse(runner.start(call, "test:known", two))
+    assert [m.port for m in first.media] == [pool.low, 0]
+    offer = SessionDescription.parse(runner.media_update(call, b"") or b"")
+    assert [(m.media, m.port) for m in offer.media] == [("audio", pool.low), ("video", 0)]
+    assert offer.origin.sess_version > first.origin.sess_version  # RFC 3264 8: a new version
+    endpoint = runner._running[call.id].channel.endpoint
+    assert endpoint.awaiting_answer
+    answer = two.replace(b"m=video 40002", b"m=video 0")
+    runner.acked(call, answer)
+    assert not endpoint.awaiting_answer
+    call.state = CallState.ENDED
+    runner.stop(call)
+    await asyncio.wait_for(_all_ended(runner), 2)
+
+
+async def _all_ended(runner: ServiceRunner) -> None:
+    while runner.count:
+        await asyncio.sleep(0.01)
 
 
 async def test_caller_hanging_up_ends_the_service(tmp_path: Path) -> None:

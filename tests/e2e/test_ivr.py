@@ -219,3 +219,30 @@ async def _forward_of(db: Database, extension: str) -> str | None:
     user = await SqlUserRepo(db).get(extension)
     assert user is not None
     return (await SqlUserSettingsRepo(db).get_settings(user.id)).forward_unconditional
+
+
+def test_a_caller_without_an_offer_hears_the_service_in_the_codec_it_answered(
+    ivr_lab: IvrLab, pbx: Pbx, sipp: SippFactory
+) -> None:
+    """A late offer (INVITE without SDP, as some phones and trunks send): the PBX's 200
+    carries its offer, the caller's ACK answers with PCMA only, and the service speaks
+    PCMA to the address of that answer (``*93#``: "call forwarding cancelled")."""
+    caller_ext, caller_pw = ivr_lab.callers[3]
+    media = RtpCounter(free_port())
+    try:
+        result = sipp(
+            "ivr_late_offer_caller.xml",
+            name="late-offer",
+            rows=[(caller_ext, caller_pw, "*93%23", str(media.sock.getsockname()[1]))],
+            auth=True,
+            recv_timeout=20,
+        ).run()
+    finally:
+        media.close()
+    assert result.returncode == 0, result.describe()
+    assert media.voiced > 20, (media.voiced, media.packets)  # the confirmation was spoken
+    assert media.payload_types == {8}, media.payload_types  # PCMA, as answered
+    log = pbx.log_since_mark()
+    assert "event=call_service" in log and "event=media_answered" in log, log
+    answered = next(line for line in log.splitlines() if "event=media_answered" in line)
+    assert "codec=PCMA/8" in answered, answered

@@ -164,14 +164,10 @@ class Phone:
             self.send(self._retry_with_auth(req, first))
         return self.responses[-1]
 
-    def invite(self, callee: str, *, authenticate: bool = True) -> Request:
-        req = self._request(
-            "INVITE",
-            callee,
-            callee,
-            body=sdp(4000 + self.addr.port % 1000),
-            content_type="application/sdp",
-        )
+    def invite(self, callee: str, *, authenticate: bool = True, offer: bool = True) -> Request:
+        """An INVITE to ``callee`` (with our SDP offer, or none: a late offer)."""
+        body = {"body": sdp(4000 + self.addr.port % 1000), "content_type": "application/sdp"}
+        req = self._request("INVITE", callee, callee, **(body if offer else {}))
         self.send(req)
         if authenticate and self.responses and self.responses[-1].status == 407:
             req = self._retry_with_auth(req, self.responses[-1])

@@ -34,6 +34,8 @@ class FakeServices:
     stopped: list[str] = field(default_factory=list)
     resumed: list[bytes] = field(default_factory=list)
     refuse_resume: int = 0
+    acks: list[bytes] = field(default_factory=list)
+    refuse_ack: int = 0
 
     def start(self, call: Call, service: str, offer: bytes) -> bytes:
         if self.refuse:
@@ -44,6 +46,11 @@ class FakeServices:
     def media_update(self, call: Call, body: bytes) -> bytes | None:
         self.updates.append(body)
         return SERVICE_SDP.replace(b"30000", b"30002")
+
+    def acked(self, call: Call, body: bytes) -> None:
+        self.acks.append(body)
+        if self.refuse_ack:
+            raise ServiceError(self.refuse_ack, "no answer in the ACK")
 
     def info(self, call: Call, request: Request) -> int:
         self.infos.append(request.body)
@@ -115,6 +122,28 @@ def test_service_answers_and_sees_info_and_the_callers_bye() -> None:
     assert host.stopped == [call.id] and not list(net.core.calls)
     (ended,) = net.ended.calls
     assert ended.disposition is Disposition.ANSWERED and ended.route_kind == "service"
+
+
+def test_a_late_offer_gets_the_services_offer_and_its_ack_the_answer() -> None:
+    """RFC 3261 13.2.1: an INVITE without SDP is answered with an offer in the 2xx; the
+    caller's ACK carries the answer, which goes to the service; an ACK without one (or
+    with one the service cannot use) ends the call."""
+    for refuse in (0, 488):
+        net, host, alice, _ = _setup(FakeServices(refuse_ack=refuse))
+        alice.invite("500", offer=False)
+        answered = alice.responses[-1]
+        assert answered.status == 200 and answered.body == SERVICE_SDP
+        assert host.started == [("ivr:main", b"")]
+        dialog = Dialog.from_uac(alice.invite_request, answered)
+        ack = dialog.create_request(
+            "ACK", via=_via(alice), body=sdp(4100), content_type="application/sdp"
+        )
+        alice.layer.send_stateless(ack, PBX)
+        net.run()
+        assert host.acks == [sdp(4100)]
+        hung_up = any(r.method == "BYE" for r in alice.requests)
+        assert hung_up is bool(refuse), refuse
+        assert bool(list(net.core.calls)) is not bool(refuse)
 
 
 def test_caller_reinvite_during_service_is_answered_by_it_under_one_origin() -> None:

@@ -201,6 +201,53 @@ async def test_unanswerable_offers(
     assert info.value.status == status and pool.in_use == 0
 
 
+async def test_our_offer_waits_for_an_answer_then_sends_there(pool, phone) -> None:  # type: ignore[no-untyped-def]
+    """A late offer (RFC 3264 5): nothing is sent before the answer; a bad answer leaves
+    the offer waiting; the answer's codec and address are used from then on."""
+    p = await phone()
+    endpoint, body = MediaEndpoint.negotiate(
+        b"", address="127.0.0.1", ports=pool, session_id=9, entropy=fake_entropy()
+    )
+    try:
+        (media,) = SessionDescription.parse(body).media
+        assert media.port == endpoint.port and media.formats == ("0", "8", "101")
+        assert endpoint.awaiting_answer and endpoint.session.destination is None
+        waiting = asyncio.ensure_future(endpoint.answered())
+        await asyncio.sleep(0.1)
+        assert not waiting.done() and not p.rtp
+        for bad, status in (
+            (b"v=0\r\nbroken", 400),
+            (p.offer() + b"m=video 0 RTP/AVP 96\r\n", 488),  # more m-lines than offered
+            (p.offer(codecs="9"), 488),  # a codec we did not offer
+        ):
+            with pytest.raises(OfferError) as info:
+                endpoint.take_answer(bad)
+            assert info.value.status == status and endpoint.awaiting_answer
+        endpoint.take_answer(p.offer(codecs="8 101"))
+        await asyncio.wait_for(waiting, WAIT)
+        assert endpoint.session.codec is PCMA and not endpoint.awaiting_answer
+        await until(lambda: len(p.rtp) >= 3)  # comfort silence, in PCMA, to the answer
+        assert {packet.payload_type for _, packet in p.rtp} == {8}
+        with pytest.raises(OfferError) as info:  # nothing waits for an answer any more
+            endpoint.take_answer(p.offer())
+        assert info.value.status == 400
+    finally:
+        endpoint.close()
+    await endpoint.wait_closed()
+    assert pool.in_use == 0
+
+
+async def test_closing_wakes_a_wait_for_the_answer(pool: RtpPortPool) -> None:
+    endpoint, _ = MediaEndpoint.offer_now(address="127.0.0.1", ports=pool, session_id=9)
+    waiting = asyncio.ensure_future(endpoint.answered())
+    await asyncio.sleep(0.01)
+    endpoint.close()
+    with pytest.raises(MediaClosedError):
+        await asyncio.wait_for(waiting, WAIT)
+    await endpoint.wait_closed()
+    assert pool.in_use == 0
+
+
 # -- playing ---------------------------------------------------------------------------------
 
 
