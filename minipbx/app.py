@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from minipbx import sip
-from minipbx.billing_runtime import BillingRuntime
+from minipbx.billing_runtime import BillingRuntime, BillingSettings
 from minipbx.config import Settings
 from minipbx.mail import Mailer, smtp_settings_loader
 from minipbx.pbx.auth import RequestAuthenticator
@@ -424,7 +424,16 @@ class App:
         self.mailer = Mailer(self.mailboxes, smtp_settings_loader(SqlSettingsRepo(self.db)))
         self.core.mwi.counts = self.mailboxes
         # Billing: rates and prepaid balances in memory; charges to the ledger.
-        self.billing = BillingRuntime(self.db, data_dir=self.settings.data_dir)
+        settings = self.settings
+        self.billing = BillingRuntime(
+            self.db,
+            BillingSettings(
+                warning_lead=settings.warning_lead,
+                min_seconds=settings.min_call_seconds,
+                longest_call=settings.longest_call,
+            ),
+            data_dir=settings.data_dir,
+        )
         await self.billing.load()
         router.billing = self.billing.gate
         self.billing.rating_number = router.routed_number

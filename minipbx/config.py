@@ -67,6 +67,13 @@ class Settings:
     """Address put in SDP for the PBX's own media (default: public_address, else the one
     facing each party)."""
     log_level: str = "INFO"
+    warning_lead: int = 60
+    """Prepaid calls (users and calling cards): warn the caller this many seconds before
+    the money runs out and the call is cut."""
+    min_call_seconds: int = 0
+    """Refuse a prepaid call whose money cannot keep it up this long."""
+    longest_call: int | None = None
+    """Cap each prepaid reservation, and so each prepaid call, at this many seconds."""
 
     @property
     def db_url(self) -> str:
@@ -101,6 +108,9 @@ _TOML_KEYS = {
     ("media", "rtp_port_min"): "rtp_port_min",
     ("media", "rtp_port_max"): "rtp_port_max",
     ("media", "address"): "media_address",
+    ("billing", "warning_lead"): "warning_lead",
+    ("billing", "min_call_seconds"): "min_call_seconds",
+    ("billing", "longest_call"): "longest_call",
 }
 _FIELDS = {f.name: f for f in fields(Settings)}
 
@@ -237,6 +247,14 @@ def validate(settings: Settings) -> None:
             f"RTP ports: need an even rtp_port_min and 1024 <= rtp_port_min < rtp_port_max"
             f" <= 65535, not {low}-{high}"
         )
+    if not 0 <= settings.warning_lead <= 3600:
+        raise ConfigError(f"billing warning_lead must be 0 to 3600 s, not {settings.warning_lead}")
+    if settings.min_call_seconds < 0:
+        raise ConfigError(
+            f"billing min_call_seconds must be 0 or more, not {settings.min_call_seconds}"
+        )
+    if settings.longest_call is not None and settings.longest_call < 1:
+        raise ConfigError(f"billing longest_call must be 1 s or more, not {settings.longest_call}")
     if settings.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(
             f"log_level must be DEBUG, INFO, WARNING or ERROR, not {settings.log_level!r}"

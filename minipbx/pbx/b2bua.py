@@ -805,7 +805,9 @@ class B2BUA:
         call.transfer_at = now + (route.no_answer or self.settings.ring_timeout)
         call.come_back = call.service if come_back else None
         log.info("event=call_transfer call=%s kind=%s to=%s", call.id, kind, route.callee)
-        self._ring(call, route, 69, now)
+        self._ring(call, route, 69, now)  # the anchor sees the warning: relays the call
+        # The warning (a card call's money running out) counts from the answer too.
+        call.transfer_warn, call.warn_at = call.warn_at, None
 
     def _hand_back(self, call: Call, leg: BLeg, response: Response, now: float) -> None:
         """The transfer's callee answered with its offer: re-INVITE the caller with it."""
@@ -892,12 +894,18 @@ class B2BUA:
             call.service = None
             call.service_limit = call.max_seconds  # the service's own, should it come back
             limit, call.transfer_limit = call.transfer_limit, None
-            if limit is not None and call.answered is not None:
-                # The transfer's limit counts from now, not from the service's answer.
-                call.max_seconds = limit + (now - call.answered)
+            warn, call.transfer_warn = call.transfer_warn, None
+            if call.answered is not None and (limit is not None or warn is not None):
+                # The transfer's limit and warning count from now, not from the service's
+                # answer.
+                since = now - call.answered
+                if limit is not None:
+                    call.max_seconds = limit + since
+                if warn is not None:
+                    call.warn_at = warn + since
                 heapq.heappush(self._timers, (call.due, call.id))
         else:
-            call.transfer_at = call.transfer_limit = None
+            call.transfer_at = call.transfer_limit = call.transfer_warn = None
             call.come_back = None
         if self.services is not None:
             self.services.transferred(call, status)

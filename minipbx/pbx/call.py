@@ -290,6 +290,7 @@ class Call:
     service: str | None = None  # the PBX service answering the call now ("ivr:main")
     transfer_at: float | None = None  # a service's transfer stops ringing then
     transfer_limit: float | None = None  # the transfer's duration limit, from its answer
+    transfer_warn: float | None = None  # its warning time (prepaid card), from its answer
     a_origin: SdpOrigin | None = None  # o= the caller saw from us (a service answered)
     # A transfer that comes back to its service when its callee hangs up (calling cards):
     come_back: str | None = None  # the service it returns to

@@ -282,11 +282,7 @@ class DialPlanRouter:
             return verdict
         if verdict.max_seconds is None:
             return route
-        limited = _limited(route, float(verdict.max_seconds))
-        warn = verdict.warn_at
-        if warn is None or limited.max_seconds is None or warn >= limited.max_seconds:
-            return limited  # no warning, or the call is cut earlier for another reason
-        return replace(limited, warn_at=float(warn))
+        return _warned(_limited(route, float(verdict.max_seconds)), verdict.warn_at)
 
     def _inbound(self, call: Call, cfg: RoutingConfig, number: str) -> Route:
         trunk = cfg.trunks.get((call.tenant_id, call.inbound_trunk or ""))
@@ -402,7 +398,7 @@ class DialPlanRouter:
         route = self._follow(call, decision, limit, outbound_allowed=True)
         if route.service is not None:
             return Route(status=404, callee=number)
-        return _limited(route, limit)
+        return _warned(_limited(route, limit), card_call.warn_at)
 
     # -- follow-me (pbx/followme.py) ---------------------------------------------------------
 
@@ -648,6 +644,15 @@ def _limited(route: Route, limit: float | None) -> Route:
         return route
     seconds = min(route.max_seconds, limit) if route.max_seconds else limit
     return replace(route, max_seconds=seconds)
+
+
+def _warned(route: Route, warn: int | None) -> Route:
+    """``route`` with the caller warned ``warn`` seconds after the answer that the money
+    runs out; no warning when none is due, nor when the call is cut earlier for another
+    reason (a user's or rule's shorter limit)."""
+    if warn is None or route.max_seconds is None or warn >= route.max_seconds:
+        return route
+    return replace(route, warn_at=float(warn))
 
 
 def call_limit(

@@ -42,6 +42,20 @@ def test_media_settings_from_file_and_environment(tmp_path: Path) -> None:
     assert load(env={}).media_relay == "auto"
 
 
+def test_billing_settings_from_file_and_environment(tmp_path: Path) -> None:
+    cfg = tmp_path / "minipbx.toml"
+    cfg.write_text("[billing]\nwarning_lead = 30\nlongest_call = 7200\n")
+    settings = load(cfg, env={"MINIPBX_MIN_CALL_SECONDS": "10"})
+    assert (settings.warning_lead, settings.min_call_seconds) == (30, 10)
+    assert settings.longest_call == 7200
+    defaults = load(env={})
+    assert (defaults.warning_lead, defaults.min_call_seconds, defaults.longest_call) == (
+        60,
+        0,
+        None,
+    )
+
+
 def test_trusted_networks_from_env_list() -> None:
     settings = load(env={"MINIPBX_TRUSTED_NETWORKS": "10.0.0.0/8, 127.0.0.1/32"})
     assert settings.trusted_networks == ("10.0.0.0/8", "127.0.0.1/32")
@@ -64,6 +78,10 @@ def test_trusted_networks_from_env_list() -> None:
         ("[media]\nrtp_port_min = 10001\n", "need an even rtp_port_min"),
         ("[media]\nrtp_port_min = 30000\nrtp_port_max = 20000\n", "not 30000-20000"),
         ("[media]\naddress = 'pbx.example.com'\n", "media_address must be an IP address"),
+        ("[billing]\nwarning_lead = -1\n", "warning_lead must be 0 to 3600 s"),
+        ("[billing]\nmin_call_seconds = -5\n", "min_call_seconds must be 0 or more"),
+        ("[billing]\nlongest_call = 0\n", "longest_call must be 1 s or more"),
+        ("[billing]\nlongest_call = 'long'\n", "longest_call must be int"),
     ],
 )
 def test_bad_settings_are_one_clear_line(tmp_path: Path, text: str, message: str) -> None:

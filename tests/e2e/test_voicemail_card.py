@@ -65,6 +65,7 @@ CARD_NUMBER, CARD_PIN = "5550001", "4321"
 RETURN_CARD, RETURN_PIN = "5550002", "8765"  # money for several calls
 CARD_BALANCE = Decimal("0.20")
 PRICE = Decimal("3.00")  # per minute: 0.05 a second, so the card pays for 4 s
+WARNING_LEAD = 2  # seconds: a card call is warned this long before its cut
 PAID_SECONDS = 4
 DESTINATION = "0123456"
 RTP_LOW = 26000
@@ -177,7 +178,10 @@ def lab(tmp_path_factory: pytest.TempPathFactory, smtp: Smtp) -> Iterator[Lab]:
         root,
         passwords,
         create_users=False,
-        config=f"[media]\nrtp_port_min = {RTP_LOW}\nrtp_port_max = {RTP_LOW + 200}\n",
+        config=(
+            f"[media]\nrtp_port_min = {RTP_LOW}\nrtp_port_max = {RTP_LOW + 200}\n"
+            f"[billing]\nwarning_lead = {WARNING_LEAD}\n"
+        ),
     )
     try:
         yield Lab(pbx, passwords, trunk_port, smtp)
@@ -485,6 +489,13 @@ def test_calling_card_call_is_cut_when_the_money_runs_out(
     assert "event=call_handed_back" in log, log
     connected, ended = _stamp(log, "event=call_handed_back"), _stamp(log, "event=call_end")
     assert PAID_SECONDS - 0.3 <= ended - connected <= PAID_SECONDS + 0.5, log  # to the second
+    # The caller heard the warning tone, injected by the relay the warning opened, counted
+    # from the callee's answer (not from the card service's).
+    assert "event=relay_open" in log and "why=warning" in log, log
+    warned = _stamp(log, "event=call_warned")
+    assert "played=1" in log, log
+    lead = PAID_SECONDS - WARNING_LEAD
+    assert lead - 0.3 <= warned - connected <= lead + 0.5, (warned - connected, log)
     balance, entries = lab.db(_card_state)
     assert balance == Decimal(0), (balance, entries, log)
     charges = [e for e in entries if e.kind == "charge"]  # type: ignore[attr-defined]

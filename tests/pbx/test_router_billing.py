@@ -132,3 +132,48 @@ def test_the_caller_is_warned_once_at_answer_plus_warn_at_then_cut() -> None:
     assert len(anchor.warned) == 1 and list(net.core.calls)  # still up until the limit
     net.advance(1.0, step=0.25)
     assert not list(net.core.calls) and net.ended.calls[-1].reason == "max_duration"
+
+
+class PrepareRecorder(WarnRecorder):
+    """Also notes the warning time the anchor sees when a call's legs are rung."""
+
+    def __init__(self, net: Any) -> None:
+        super().__init__(net)
+        self.prepared: list[float | None] = []
+
+    def prepare(self, call: Call, targets: Any) -> None:
+        self.prepared.append(call.warn_at)
+
+
+def test_a_card_call_is_warned_counting_from_its_callees_answer() -> None:
+    """A calling card's call (a transfer of the card service) is warned ``warn_at`` after
+    its callee answers, not after the service answered; the anchor sees the warning when
+    the transfer rings (so it relays the call)."""
+    net, alice, _, provider = _setup(
+        {"pattern": "500", "action": "service", "target": "card:main"}, LOCAL, OUT
+    )
+    b2bua = net.core.b2bua
+    b2bua.services = host = FakeServices()
+    anchor = PrepareRecorder(net)
+    b2bua.media = anchor
+    alice.invite("500")
+    dialog = Dialog.from_uac(alice.invite_request, alice.responses[-1])
+    alice.layer.send_stateless(dialog.create_request("ACK", via=_via(alice)), PBX)
+    net.run()
+    (call,) = net.core.calls
+    assert call.service == "card:main" and call.answered is not None
+    card = CardUse(5, 1, "9000", rate_table_id=None, dial_plan_id=None, currency="USD")
+    gate = FakeGate(Authorization("k"))
+    gate.cards[call.id] = CardCall(card, "02071234567", max_seconds=120, warn_at=60)
+    b2bua.router.billing = gate  # type: ignore[union-attr]
+    net.advance(20.0, step=0.5)  # the caller types the number for 20 s
+    b2bua.transfer(call, "number", "02071234567", net.clock.now, come_back=True)
+    net.run()
+    assert anchor.prepared[-1] == 60
+    assert host.transfers == [200] and provider.invites
+    connected = net.clock.now
+    assert call.warn_at is not None and call.answered + call.warn_at == connected + 60
+    net.advance(59.5, step=0.25)
+    assert anchor.warned == []  # not 60 s after the service's answer
+    net.advance(0.75, step=0.25)
+    assert anchor.warned == [(call.id, connected + 60)]
