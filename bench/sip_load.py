@@ -19,6 +19,12 @@ figure printed beside the same scenario played SIPp-to-SIPp directly in the same
    rate), each read once the server's transactions have ended (``--settle``, > 32 s of
    timers J/L). Baseline: SIPp keeping the same registrations and calls as open calls
    (registrar UAS; caller + callee UAS for a call, as the B2BUA holds both legs).
+4. Soak: on a fresh server, S warm-up calls (100,000; ``--quick`` 10,000: RSS keeps the
+   peak of what was alive at once, and the bounded tables, e.g. a digest nonce per call up
+   to 100,000, must be full first), settle, then S calls more, settle: the server's state
+   counts (``event=state``, logged on SIGUSR1: calls, transactions, timers...) must be the
+   same ("no growth"); RSS and the live small allocations (``python_blocks``) are printed
+   beside them. No SIPp baseline.
 
 minipbx challenges with SHA-256 first and MD5 second (RFC 8760); SIPp 3.6.1 answers only the
 first challenge and knows only MD5. ``scenarios/md5_only.c`` (built here with gcc, loaded
@@ -396,6 +402,104 @@ def bench_memory(bench: Bench, regs: int, calls: int) -> Memory:
     return mem
 
 
+# --- part 4: soak ------------------------------------------------------------------------------
+
+
+# Counts reported but not compared: each run's SIPp callee registers from its own port (one
+# more binding), the digest nonces are a bounded table (100,000, 300 s each), and the live
+# small allocations (python_blocks) move with both and with the caches.
+SOAK_OTHER = ("bindings", "digest_nonces", "python_blocks")
+
+
+@dataclass
+class Soak:
+    """Part 4: the server's state and memory before and after a long run of calls."""
+
+    warmup: int
+    calls: int
+    rss_before: int = 0
+    rss_after: int = 0
+    state_before: dict[str, int] = field(default_factory=dict)
+    state_after: dict[str, int] = field(default_factory=dict)
+    runs: list[Run] = field(default_factory=list)
+
+    @property
+    def per_call(self) -> float:
+        """RSS growth per call of the long run (bytes)."""
+        return (self.rss_after - self.rss_before) / self.calls
+
+    @property
+    def grown(self) -> dict[str, tuple[int, int]]:
+        """State counts that differ after the long run: name -> (before, after)."""
+        names = sorted((set(self.state_before) | set(self.state_after)) - set(SOAK_OTHER))
+        pairs = {n: (self.state_before.get(n, 0), self.state_after.get(n, 0)) for n in names}
+        return {n: pair for n, pair in pairs.items() if pair[0] != pair[1]}
+
+    @property
+    def met(self) -> bool:
+        """No growth: every call-state count is back where it was. RSS is reported, not
+        judged: CPython's allocator keeps arenas that still hold a few live objects, so it
+        is not a count of what is live (``python_blocks`` is)."""
+        return bool(self.state_after) and not self.grown
+
+
+def bench_soak(bench: Bench, warmup: int, count: int) -> Soak:
+    """Part 4 on a fresh server: ``warmup`` calls, settle, read state and RSS; ``count``
+    calls more, settle, read them again (issue: no growth after 100,000 calls)."""
+    soak = Soak(warmup, count)
+    users = csvgen.extensions(min(max(warmup, count), bench.args.users))
+    server = Server(bench, "soak-server", [*users, csvgen.CALLEE])
+    server.start()
+    try:
+        for name, calls in (("soak-warmup", warmup), ("soak", count)):
+            callee, callee_port = bench.uas(
+                f"{name}-callee",
+                materialize("call_uas_callee.xml", bench.work),
+                calls=calls,
+                timeout=bench.timeout_for(calls),
+            )
+            server.register_contact(csvgen.CALLEE, callee_port)
+            argv = caller_argv(bench, name, server.port, calls, rate=bench.closed_loop())
+            run = run_client(
+                bench,
+                name,
+                argv,
+                calls,
+                watch={"minipbx": server.pid},
+                server=server,
+                servers_done=[(f"{name}-callee", callee)],
+            )
+            print("  " + run.summary(), flush=True)
+            soak.runs.append(run)
+            time.sleep(bench.args.settle)
+            state, memory = server.state(), server.rss()
+            if name == "soak-warmup":
+                soak.state_before, soak.rss_before = state, memory
+            else:
+                soak.state_after, soak.rss_after = state, memory
+            print(f"  settled: RSS {memory / 1024 / 1024:.1f} MiB, state {state}", flush=True)
+    finally:
+        status = server.stop()
+        if status not in (0, None):
+            print(f"  server soak-server exited with status {status}", flush=True)
+    return soak
+
+
+def soak_details(soak: Soak) -> list[str]:
+    """The soak part's outcome, in words."""
+    mib = 1024 * 1024
+    grown = ", ".join(f"{n} {a} -> {b}" for n, (a, b) in soak.grown.items()) or "none"
+    other = ", ".join(
+        f"{n} {soak.state_before.get(n, 0)} -> {soak.state_after.get(n, 0)}" for n in SOAK_OTHER
+    )
+    return [
+        f"soak: {soak.calls:,} calls after {soak.warmup:,} warm-up, each read once settled: "
+        f"RSS {soak.rss_before / mib:.1f} -> {soak.rss_after / mib:.1f} MiB "
+        f"({_kib(soak.per_call)} per call); call-state counts that changed: {grown} "
+        f"(not compared: {other}); no growth: {'yes' if soak.met else 'no'}",
+    ]
+
+
 # --- profile -----------------------------------------------------------------------------------
 
 
@@ -515,7 +619,7 @@ def all_runs(results: dict[str, object]) -> list[Run]:
     for value in results.values():
         if isinstance(value, tuple):
             runs += [r for r in value if isinstance(r, Run)]
-        elif isinstance(value, Memory):
+        elif isinstance(value, Memory | Soak):
             runs += value.runs
     return runs
 
@@ -565,6 +669,8 @@ def save_results(work: Path, results: dict[str, object], args: argparse.Namespac
             extra = {"per_reg": value.per_reg, "per_call": value.per_call}
             extra |= {"sipp_per_reg": value.sipp_per_reg, "sipp_per_call": value.sipp_per_call}
             return {**asdict(value), **extra}
+        if isinstance(value, Soak):
+            return {**asdict(value), "per_call": value.per_call, "grown": value.grown}
         return value
 
     data = {"args": vars(args), "code": code_state(), **{k: plain(v) for k, v in results.items()}}
@@ -583,10 +689,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--mem-regs", type=int, help="registrations of part 3 (50,000)")
     p.add_argument("--mem-calls", type=int, help="simultaneous calls of part 3 (10,000)")
     p.add_argument("--mem-call-rate", type=int, default=200, help="calls/s while filling")
+    p.add_argument("--soak-calls", type=int, help="calls of part 4 (100,000)")
     p.add_argument("--settle", type=float, default=35.0, help="s for transactions to end")
     p.add_argument("--max-rate", type=int, default=20000, help="SIPp -r of the closed loop")
     p.add_argument("--in-flight", type=int, default=200, help="SIPp -l of the closed loop")
-    p.add_argument("--parts", default="reg,call,mem", help="any of reg,call,mem")
+    p.add_argument("--parts", default="reg,call,mem,soak", help="any of reg,call,mem,soak")
     p.add_argument("--profile", action="store_true", help="extra runs under py-spy")
     p.add_argument("--server-log-level", default="WARNING")
     args = p.parse_args(argv)
@@ -595,6 +702,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args.calls = args.calls or 20000 // scale
     args.mem_regs = args.mem_regs or 50000 // scale
     args.mem_calls = args.mem_calls or 10000 // scale
+    args.soak_calls = args.soak_calls or 100000 // scale
     args.parts = {part.strip() for part in args.parts.split(",") if part.strip()}
     return args
 
@@ -629,6 +737,13 @@ def run_parts(bench: Bench, results: dict[str, object]) -> None:
     if "mem" in args.parts:
         print(f"part 3: memory, {args.mem_regs:,} registrations, {args.mem_calls:,} calls")
         results["memory"] = bench_memory(bench, args.mem_regs, args.mem_calls)
+    if "soak" in args.parts:
+        # The warm-up must reach the high-water mark first: RSS keeps the peak of what was
+        # alive at once (32 s of transactions at full rate), and the bounded tables fill up
+        # (a digest nonce per call, up to 100,000): as many calls as the measured run.
+        warmup = args.soak_calls
+        print(f"part 4: soak, {warmup:,} + {args.soak_calls:,} calls", flush=True)
+        results["soak"] = bench_soak(bench, warmup, args.soak_calls)
 
 
 def report(bench: Bench, results: dict[str, object]) -> bool:
@@ -646,6 +761,10 @@ def report(bench: Bench, results: dict[str, object]) -> bool:
     if isinstance(mem, Memory):
         for line in memory_details(mem):
             print("  " + line)
+    soak = results.get("soak")
+    if isinstance(soak, Soak):
+        for line in soak_details(soak):
+            print("  " + line)
     print("runs:")
     for run in runs:
         print("  " + ("ok   " if run.ok else "FAIL ") + run.summary())
@@ -653,7 +772,7 @@ def report(bench: Bench, results: dict[str, object]) -> bool:
         print(f"  {run.name} errors ({bench.work / (run.name + '.errors')}):")
         for line in run.errors:
             print("    " + line)
-    return not failed
+    return not failed and (not isinstance(soak, Soak) or soak.met)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -534,6 +534,25 @@ class Server:
         """The server's resident memory in bytes."""
         return rss(self.pid)
 
+    def state(self, timeout: float = 10.0) -> dict[str, int]:
+        """What the server holds (calls, transactions, timers...): the counts of the
+        ``event=state`` line it logs on SIGUSR1."""
+        mark = self.log_mark()
+        os.kill(self.pid, signal.SIGUSR1)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.log.open("rb") as fh:
+                fh.seek(mark)
+                text = fh.read().decode("utf-8", "replace")
+            for line in text.splitlines():
+                if "event=state " in line:
+                    pairs = (
+                        item.split("=", 1) for item in line.split("event=state ", 1)[1].split()
+                    )
+                    return {key: int(value) for key, value in pairs}
+            time.sleep(0.1)
+        raise RuntimeError(f"minipbx {self.name} logged no event=state line after SIGUSR1")
+
     def log_mark(self) -> int:
         """Current size of the server log (to count lines written after it)."""
         return self.log.stat().st_size if self.log.exists() else 0

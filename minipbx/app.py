@@ -72,6 +72,8 @@ from minipbx.web.live import start_web
 from minipbx.web.server import WebServer
 
 log = logging.getLogger("minipbx")
+# What the server holds, logged when an operator sends SIGUSR1: written at any log level.
+state_log = logging.getLogger("minipbx.state")
 
 SAMPLE_EXTENSIONS = ("100", "101", "102")
 KEEPALIVE_INTERVAL = 30.0  # OPTIONS to NATed UDP contacts keep their NAT mapping open
@@ -614,6 +616,21 @@ class App:
         await self.db.close()
         log.info("event=stopped")
 
+    def log_state(self) -> None:
+        """One ``event=state`` line: how many calls, transactions, timers, bindings,
+        tracked digest nonces, connections, relays and services the server holds
+        (``kill -USR1``). A count that keeps growing while traffic is steady is a leak;
+        the nonces are bounded (``max_tracked_nonces``, 300 s each)."""
+        core = self.core
+        if core is None:
+            return
+        sizes = core.sizes()
+        sizes["connections"] = self.transports.connection_count
+        sizes["relays"] = self.relays.count
+        sizes["services"] = self.services.count if self.services is not None else 0
+        sizes["python_blocks"] = sys.getallocatedblocks()  # every live small allocation
+        state_log.info("event=state %s", " ".join(f"{k}={v}" for k, v in sizes.items()))
+
     # -- the glue ----------------------------------------------------------------------------
 
     def _source_allowed(self, ip: str) -> bool:
@@ -744,6 +761,7 @@ async def _serve(settings: Settings) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGUSR1, app.log_state)
     try:
         await app.start()
     except BaseException:
@@ -764,6 +782,7 @@ def run_server(settings: Settings) -> int:
         stream=sys.stderr,
     )
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    state_log.setLevel(logging.INFO)  # asked for by a signal: written at any level
     try:
         import uvloop
 

@@ -190,6 +190,18 @@ class B2BUA:
         )
         return call
 
+    def sizes(self) -> dict[str, int]:
+        """How much call state is held (operators' state dump, leak checks)."""
+        return {
+            "calls": len(self.calls),
+            "calls_by_invite": len(self._by_invite),
+            "calls_by_dialog": len(self._by_a),
+            "legs": len(self._by_b),
+            "call_transactions": len(self._clients),
+            "acks_kept": len(self._acks),
+            "call_timers": len(self._timers),
+        }
+
     def _track(self, call: Call) -> None:
         """Count the call and find it by its INVITE and by its dialog with the caller (early
         dialog: a BYE may come before the answer, RFC 3261 15)."""

@@ -237,6 +237,15 @@ class PbxCore:
         """Every message queued for the network since the last call."""
         return self.layer.datagrams_to_send()  # type: ignore[return-value]
 
+    def sizes(self) -> dict[str, int]:
+        """How much state the core holds, by kind: what ``minipbx run`` logs on SIGUSR1
+        (``event=state``) and what the soak benchmark compares before and after."""
+        sizes = self.layer.sizes()
+        sizes.update(self.b2bua.sizes())
+        sizes["bindings"] = self.registrar.location.count()
+        sizes["digest_nonces"] = self.authenticator.digest.tracked_nonces
+        return sizes
+
     @property
     def calls(self) -> Iterable[Call]:
         """Calls in progress (for the console and shutdown)."""

@@ -147,6 +147,17 @@ class TransactionLayer:
         """Live client and server transactions."""
         return len(self._client) + len(self._server)
 
+    def sizes(self) -> dict[str, int]:
+        """How much state the layer holds (operators' state dump, leak checks)."""
+        return {
+            "client_transactions": len(self._client),
+            "server_transactions": len(self._server),
+            "awaiting_ack": len(self._accepted),
+            "timers": self._live,
+            "timer_heap": len(self._heap),
+            "timer_j": len(self._timer_j),
+        }
+
     def find_cancelled(self, cancel: Request) -> ServerTransaction | None:
         """The INVITE server transaction a CANCEL cancels, or None (answer 481).
 

@@ -6,6 +6,9 @@ whose Contact names the UAS port (RFC 3261 10.2; REAL-PEERS.md).
 
 from __future__ import annotations
 
+import signal
+import time
+
 import pytest
 
 from tests.e2e.conftest import Pbx, RegisterFn, SippFactory
@@ -100,6 +103,25 @@ def test_call_answered_and_hung_up(sipp: SippFactory, register: RegisterFn, pbx:
     assert answered.requests_received("ACK"), answered.describe()
     assert answered.requests_received("BYE"), answered.describe()
     assert caller.responses("BYE") == [200], caller.describe()
+
+
+def test_sigusr1_logs_what_the_server_holds(
+    sipp: SippFactory, register: RegisterFn, pbx: Pbx
+) -> None:
+    """``kill -USR1`` writes one ``event=state`` line (calls, transactions, timers...), at
+    any log level: after a finished call it holds no call, only its transactions' timers."""
+    callee, uas = _callee(sipp, register, pbx, "uas_answer.xml")
+    caller = _call(sipp, pbx, "uac_call.xml", callee)
+    assert uas.wait().returncode == 0 and caller.returncode == 0, caller.describe()
+    pbx.process.send_signal(signal.SIGUSR1)
+    deadline = time.monotonic() + 5.0
+    while "event=state " not in pbx.log_since_mark() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    line = next(x for x in pbx.log_since_mark().splitlines() if "event=state " in x)
+    counts = dict(item.split("=", 1) for item in line.split("event=state ", 1)[1].split())
+    assert counts["calls"] == "0" and counts["legs"] == "0", line
+    assert int(counts["bindings"]) >= 1 and int(counts["server_transactions"]) >= 1, line
+    assert {"timers", "digest_nonces", "relays", "services"} <= counts.keys(), line
 
 
 def test_busy_callee_gives_486(sipp: SippFactory, register: RegisterFn, pbx: Pbx) -> None:

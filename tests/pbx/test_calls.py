@@ -231,21 +231,39 @@ def test_dead_callee_is_detected_by_probe() -> None:
     assert net.ended.calls[-1].reason == "dead_peer"
 
 
-def test_no_state_left_after_many_calls() -> None:
+def test_no_state_left_after_calls_ending_every_way() -> None:
+    """Answered and hung up by either side, busy, cancelled, unanswered: once the
+    transactions' timers ran out, the core holds nothing but the bindings (``sizes()`` is
+    also what ``kill -USR1`` logs and the soak benchmark compares)."""
     net = Net()
-    alice, _bob = _pair(net)
-    for _ in range(200):
-        alice.invite("101")
-        answered = alice.responses[-1]
-        dialog = Dialog.from_uac(alice.invite_request, answered)
-        alice.layer.send_stateless(dialog.create_request("ACK", via=_via(alice)), PBX)
-        alice.send(dialog.create_request("BYE", via=_via(alice)))
+    alice, bob = _pair(net)
+    for ending in ("caller_bye", "callee_bye", "busy", "cancel", "no_answer") * 20:
+        bob.answer = {"busy": Phone.busy, "cancel": Phone.ring_only}.get(
+            ending, Phone.ring_only if ending == "no_answer" else Phone.ring_and_answer
+        )
+        invite = alice.invite("101")
+        if ending == "cancel":
+            alice.send(build_cancel(invite))
+        elif ending == "no_answer":
+            net.advance(31)
+        elif ending.endswith("_bye"):
+            answered = alice.responses[-1]
+            dialog = Dialog.from_uac(alice.invite_request, answered)
+            alice.layer.send_stateless(dialog.create_request("ACK", via=_via(alice)), PBX)
+            net.run()
+            if ending == "caller_bye":
+                alice.send(dialog.create_request("BYE", via=_via(alice)))
+            else:
+                b_invite = [r for r in bob.requests if r.method == "INVITE"][-1]
+                ok = net_responses_from(bob)[-1]
+                bob.send(Dialog.from_uas(b_invite, ok).create_request("BYE", via=_via(bob)))
+        assert not list(net.core.calls), ending
     net.advance(40)
-    b2bua = net.core.b2bua
-    assert not b2bua.calls and not b2bua._by_invite and not b2bua._by_a
-    assert not b2bua._by_b and not b2bua._clients and not b2bua._acks
-    assert net.core.layer.transaction_count == 0
-    assert len(net.ended.calls) == 200
+    sizes = net.core.sizes()
+    assert sizes.pop("bindings") == 2
+    assert sizes.pop("digest_nonces") <= 100  # one per INVITE's challenge; they expire (300 s)
+    assert set(sizes.values()) == {0}, {k: v for k, v in sizes.items() if v}
+    assert len(net.ended.calls) == 100
 
 
 def net_responses_from(phone: Phone) -> list[Response]:
