@@ -323,6 +323,11 @@ class DialPlanRouter:
         return route
 
     def _forward(self, call: Call, why: str, to: str | None) -> Route | None:
+        if why == "redirect" and call.route_kind == "trunk":
+            # A provider's 3xx is not followed: no user's plan allowed the number it names
+            # and no one would pay for it (toll fraud); the caller gets the failure.
+            log.warning("event=redirect_refused call=%s to=%s from=trunk", call.id, to)
+            return None
         if call.followme_owner is not None and why != "redirect":
             return self._next_followme(call)
         if why == "failed":
@@ -448,11 +453,7 @@ class DialPlanRouter:
         return None
 
     def _forward_to(
-        self,
-        call: Call,
-        extension: str,
-        policy: CallPolicy | None,
-        number: str,
+        self, call: Call, extension: str, policy: CallPolicy | None, number: str
     ) -> Route | None:
         """Route ``number`` for the forwarding user ``extension``, who pays when it leaves
         through a trunk; None on a loop or when billing refuses (``_bill_forward``)."""

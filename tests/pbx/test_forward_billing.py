@@ -179,3 +179,24 @@ def test_a_replaced_leg_that_answers_late_is_hung_up() -> None:
     assert any(r.method == "BYE" for r in p["101"].requests)  # ACKed and hung up
     (call,) = net.core.calls
     assert call.winner is None and call.callee == "102"
+
+
+def test_a_providers_redirect_is_not_followed() -> None:
+    """A 3xx from a trunk names a number no plan allowed and no one would pay for: the
+    caller gets the failure; the money held for the call stays the forwarding user's."""
+    net, provider = _net({"101": {"forward_unconditional": "0201234"}}, LOCAL, OUT)
+    gate, _ = _billed(net, {"101": Decimal("5.00")})
+    p = _phones(net, "100", "101")
+
+    def redirect(phone: Phone, tx: ServerTransaction, request: Request) -> None:
+        provider.invites.append(request)
+        contact = [("Contact", "<sip:0209999@127.0.0.1:5090>")]  # the plan would allow it
+        phone.layer.send_response(tx, request.response(302, headers=contact), net.clock.now)
+
+    provider.phone.answer = redirect
+    p["100"].invite("101")
+    assert len(provider.invites) == 1  # no second INVITE, to +44209999
+    assert _statuses(p["100"])[-1] >= 300
+    # Still the forwarding user's hold, freed when the call's record is priced (the app's
+    # listener; this harness has none).
+    assert _payer(gate, net.ended.calls[-1].id) == AccountKey.user(101)
