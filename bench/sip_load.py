@@ -158,27 +158,32 @@ def caller_argv(
     )
 
 
+def calls_through(bench: Bench, server: Server, name: str, count: int, *, watch: bool) -> Run:
+    """``count`` closed-loop calls through ``server`` to a SIPp UAS (``name``-callee) that
+    registered just before; ``watch``: sample the CPU of the server and the callee."""
+    callee, callee_port = bench.uas(
+        f"{name}-callee",
+        materialize("call_uas_callee.xml", bench.work),
+        calls=count,
+        timeout=bench.timeout_for(count),
+    )
+    server.register_contact(csvgen.CALLEE, callee_port)
+    argv = caller_argv(bench, name, server.port, count, rate=bench.closed_loop())
+    return run_client(
+        bench,
+        name,
+        argv,
+        count,
+        watch={"minipbx": server.pid, "sipp_callee": callee.pid} if watch else {},
+        server=server,
+        servers_done=[(f"{name}-callee", callee)],
+    )
+
+
 def bench_calls(bench: Bench, server: Server, count: int) -> tuple[Run, Run]:
     """Part 2: calls through the server to a registered SIPp UAS, then SIPp to SIPp."""
     timeout = bench.timeout_for(count)
-    callee, callee_port = bench.uas(
-        "call-minipbx-callee",
-        materialize("call_uas_callee.xml", bench.work),
-        calls=count,
-        timeout=timeout,
-    )
-    server.register_contact(csvgen.CALLEE, callee_port)
-    argv = caller_argv(bench, "call-minipbx", server.port, count, rate=bench.closed_loop())
-    watch = {"minipbx": server.pid, "sipp_callee": callee.pid}
-    pbx = run_client(
-        bench,
-        "call-minipbx",
-        argv,
-        count,
-        watch=watch,
-        server=server,
-        servers_done=[("call-minipbx-callee", callee)],
-    )
+    pbx = calls_through(bench, server, "call-minipbx", count, watch=True)
     print("  " + pbx.summary(), flush=True)
     uas, port = bench.uas(
         "call-sipp-uas",
@@ -452,23 +457,7 @@ def bench_soak(bench: Bench, warmup: int, count: int) -> Soak:
     server.start()
     try:
         for name, calls in (("soak-warmup", warmup), ("soak", count)):
-            callee, callee_port = bench.uas(
-                f"{name}-callee",
-                materialize("call_uas_callee.xml", bench.work),
-                calls=calls,
-                timeout=bench.timeout_for(calls),
-            )
-            server.register_contact(csvgen.CALLEE, callee_port)
-            argv = caller_argv(bench, name, server.port, calls, rate=bench.closed_loop())
-            run = run_client(
-                bench,
-                name,
-                argv,
-                calls,
-                watch={"minipbx": server.pid},
-                server=server,
-                servers_done=[(f"{name}-callee", callee)],
-            )
+            run = calls_through(bench, server, name, calls, watch=True)
             print("  " + run.summary(), flush=True)
             soak.runs.append(run)
             time.sleep(bench.args.settle)
@@ -520,23 +509,7 @@ def profile_server(bench: Bench, server: Server, calls: int) -> None:
             client = registrations(bench, server.port, users, name)
             run = run_client(bench, name, client, len(users), watch={}, server=server)
         else:
-            callee, callee_port = bench.uas(
-                f"{name}-callee",
-                materialize("call_uas_callee.xml", bench.work),
-                calls=calls,
-                timeout=bench.timeout_for(calls),
-            )
-            server.register_contact(csvgen.CALLEE, callee_port)
-            client = caller_argv(bench, name, server.port, calls, rate=bench.closed_loop())
-            run = run_client(
-                bench,
-                name,
-                client,
-                calls,
-                watch={},
-                server=server,
-                servers_done=[(f"{name}-callee", callee)],
-            )
+            run = calls_through(bench, server, name, calls, watch=False)
         print("  (profiled) " + run.summary(), flush=True)
         os.kill(spy.pid, signal.SIGINT)  # py-spy writes its output on SIGINT
         with contextlib.suppress(subprocess.TimeoutExpired):

@@ -199,12 +199,35 @@ class MediaEndpoint:
         """
         offer = _parse(offer_sdp)
         index = _acceptable_stream(offer, address, session_id)
+
+        def answer(port: int) -> _Described:
+            ours = _build(offer, index, address, port, session_id, 0)
+            negotiated = negotiated_codec(offer, ours)
+            assert negotiated is not None  # build_answer accepted exactly this stream
+            return ours, negotiated, RemoteMedia.from_sdp(offer, index), index
+
+        endpoint, _, body = cls._start(
+            answer, address, ports, session_id, entropy, comfort_silence, name
+        )
+        return endpoint, body
+
+    @classmethod
+    def _start(
+        cls,
+        describe: Callable[[int], _Described],
+        address: str,
+        ports: RtpPorts,
+        session_id: int | str,
+        entropy: Callable[[int], bytes],
+        comfort_silence: bool,
+        name: str,
+    ) -> tuple[MediaEndpoint, SessionDescription, bytes]:
+        """An endpoint on a fresh port pair whose SDP ``describe(port)`` gives (our SDP, the
+        codec, where the remote is, our m-line), with that SDP and its bytes; the pair goes
+        back to the pool on any failure."""
         pair = ports.allocate()
         try:
-            answer = _build(offer, index, address, pair.port, session_id, 0)
-            negotiated = negotiated_codec(offer, answer)
-            assert negotiated is not None  # build_answer accepted exactly this stream
-            remote = RemoteMedia.from_sdp(offer, index)
+            ours, negotiated, remote, index = describe(pair.port)
             session = _new_session(
                 negotiated, remote, entropy, comfort_silence, name or str(session_id)
             )
@@ -220,8 +243,8 @@ class MediaEndpoint:
             index=index,
             on_close=lambda: ports.release(pair.port),
         )
-        endpoint._answer = body = bytes(answer)
-        return endpoint, body
+        endpoint._answer = body = bytes(ours)
+        return endpoint, ours, body
 
     @classmethod
     def negotiate(
@@ -272,28 +295,17 @@ class MediaEndpoint:
         PCMU, PCMA and telephone-event. Synchronous like :meth:`answer_now`. Nothing is
         sent before :meth:`take_answer` says where to (or latching learns it);
         :meth:`answered` waits for that. Returns the endpoint and the offer's bytes."""
-        pair = ports.allocate()
-        try:
-            offer = build_offer(address=address, port=pair.port, session_id=session_id)
-            negotiated = negotiated_codec(offer, offer)  # our first choice until answered
+
+        def offer(port: int) -> _Described:
+            ours = build_offer(address=address, port=port, session_id=session_id)
+            negotiated = negotiated_codec(ours, ours)  # our first choice until answered
             assert negotiated is not None
-            remote = RemoteMedia(None, None)
-            session = _new_session(
-                negotiated, remote, entropy, comfort_silence, name or str(session_id)
-            )
-        except BaseException:
-            pair.close()
-            ports.release(pair.port)
-            raise
-        endpoint = cls.open(
-            session,
-            pair,
-            address=address,
-            session_id=session_id,
-            on_close=lambda: ports.release(pair.port),
+            return ours, negotiated, RemoteMedia(None, None), 0
+
+        endpoint, ours, body = cls._start(
+            offer, address, ports, session_id, entropy, comfort_silence, name
         )
-        endpoint._offered = offer
-        endpoint._answer = body = bytes(offer)
+        endpoint._offered = ours
         return endpoint, body
 
     @classmethod
@@ -750,6 +762,10 @@ class MediaEndpoint:
             session.rtp_peer.dropped,
             "-" if session.round_trip is None else f"{session.round_trip * 1000:.0f}",
         )
+
+
+_Described = tuple[SessionDescription, NegotiatedCodec, RemoteMedia, int]
+"""Our SDP, the codec it settles on, where the remote is, the m-line we use."""
 
 
 def _new_session(

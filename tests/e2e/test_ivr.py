@@ -23,7 +23,7 @@ from minipbx.store.ivr import SqlIvrRepo
 from minipbx.store.pbxrecords import DialPlanRule
 from minipbx.store.pbxrepos import SqlDialPlanRepo, SqlUserSettingsRepo
 from tests.e2e.conftest import Pbx, RegisterFn, SippFactory, start_pbx
-from tests.e2e.support import HOST, free_port, require_tool, stop, tail
+from tests.e2e.support import HOST, SippRun, free_port, require_tool, stop, tail
 from tests.e2e.test_trunks import in_db
 
 pytestmark = pytest.mark.slow
@@ -135,6 +135,30 @@ class RtpCounter:
         self.sock.close()
 
 
+def _heard(
+    sipp: SippFactory,
+    scenario: str,
+    name: str,
+    caller: tuple[str, str],
+    dialled: str,
+    recv_timeout: float,
+) -> tuple[SippRun, RtpCounter]:
+    """Run a SIPp ``caller`` (extension, password) of ``scenario`` dialling ``dialled``
+    with its media on an :class:`RtpCounter`'s port: the run and what that port got."""
+    media = RtpCounter(free_port())
+    try:
+        result = sipp(
+            scenario,
+            name=name,
+            rows=[(*caller, dialled, str(media.sock.getsockname()[1]))],
+            auth=True,
+            recv_timeout=recv_timeout,
+        ).run()
+    finally:
+        media.close()
+    return result, media
+
+
 def test_attendant_transfers_on_a_key_and_hands_media_back(
     ivr_lab: IvrLab, pbx: Pbx, sipp: SippFactory, register: RegisterFn
 ) -> None:
@@ -167,20 +191,9 @@ def test_attendant_hangs_up_after_retries_without_input(
 ) -> None:
     """A caller that presses nothing hears the menu again, then the PBX says goodbye and
     sends BYE; the prompt audio reaches the caller's RTP port."""
-    caller_ext, caller_pw = ivr_lab.callers[1]
-    media = RtpCounter(free_port())
-    try:
-        caller = sipp(
-            "ivr_silent_caller.xml",
-            name="silent",
-            rows=[(caller_ext, caller_pw, ATTENDANT, str(media.sock.getsockname()[1]))],
-            auth=True,
-            recv_timeout=60,
-        )
-        started = time.monotonic()
-        result = caller.run()
-    finally:
-        media.close()
+    started = time.monotonic()
+    caller = ivr_lab.callers[1]
+    result, media = _heard(sipp, "ivr_silent_caller.xml", "silent", caller, ATTENDANT, 60)
     assert result.returncode == 0, result.describe()
     assert time.monotonic() - started < 60
     assert media.voiced > 50, (media.voiced, media.packets)  # > 1 s of prompts at 20 ms
@@ -196,17 +209,8 @@ def test_feature_code_sets_and_cancels_call_forwarding(
     and hang up; ``*93`` cancels it."""
     caller_ext, caller_pw = ivr_lab.callers[2]
     for dialled, expected in ((f"*93*{ivr_lab.target}", ivr_lab.target), ("*93%23", None)):
-        media = RtpCounter(free_port())
-        try:
-            result = sipp(
-                "ivr_silent_caller.xml",
-                name="feature",
-                rows=[(caller_ext, caller_pw, dialled, str(media.sock.getsockname()[1]))],
-                auth=True,
-                recv_timeout=20,
-            ).run()
-        finally:
-            media.close()
+        caller = (caller_ext, caller_pw)
+        result, media = _heard(sipp, "ivr_silent_caller.xml", "feature", caller, dialled, 20)
         assert result.returncode == 0, result.describe()
         assert media.voiced > 20, media.voiced  # the confirmation was spoken
         stored = in_db(pbx.data_dir, lambda db: _forward_of(db, caller_ext))
@@ -227,18 +231,8 @@ def test_a_caller_without_an_offer_hears_the_service_in_the_codec_it_answered(
     """A late offer (INVITE without SDP, as some phones and trunks send): the PBX's 200
     carries its offer, the caller's ACK answers with PCMA only, and the service speaks
     PCMA to the address of that answer (``*93#``: "call forwarding cancelled")."""
-    caller_ext, caller_pw = ivr_lab.callers[3]
-    media = RtpCounter(free_port())
-    try:
-        result = sipp(
-            "ivr_late_offer_caller.xml",
-            name="late-offer",
-            rows=[(caller_ext, caller_pw, "*93%23", str(media.sock.getsockname()[1]))],
-            auth=True,
-            recv_timeout=20,
-        ).run()
-    finally:
-        media.close()
+    caller = ivr_lab.callers[3]
+    result, media = _heard(sipp, "ivr_late_offer_caller.xml", "late-offer", caller, "*93%23", 20)
     assert result.returncode == 0, result.describe()
     assert media.voiced > 20, (media.voiced, media.packets)  # the confirmation was spoken
     assert media.payload_types == {8}, media.payload_types  # PCMA, as answered
