@@ -11,7 +11,7 @@ from minipbx.pbx.call import Call, PassThrough
 from minipbx.pbx.prepaid import Authorization, Refusal, RefusalReason
 from minipbx.pbx.prepaid_gate import CardCall, CardUse
 from minipbx.sip.dialog import Dialog
-from tests.pbx.phones import PBX
+from tests.pbx.phones import PBX, Net, Phone
 from tests.pbx.test_calls import _via
 from tests.pbx.test_dialplan_router import LOCAL, OUT, _setup
 from tests.pbx.test_services import FakeServices
@@ -111,17 +111,23 @@ def test_the_prepaid_route_carries_the_warning_time() -> None:
     assert (call.max_seconds, call.warn_at) == (300, None)
 
 
+def _answered(net: Net, alice: Phone, number: str) -> Call:
+    """``alice`` calls ``number``, which answers; she ACKs. The call."""
+    alice.invite(number)
+    dialog = Dialog.from_uac(alice.invite_request, alice.responses[-1])
+    alice.layer.send_stateless(dialog.create_request("ACK", via=_via(alice)), PBX)
+    net.run()
+    (call,) = net.core.calls
+    return call
+
+
 def test_the_caller_is_warned_once_at_answer_plus_warn_at_then_cut() -> None:
     net, alice, _, _ = _setup(LOCAL, OUT)
     b2bua = net.core.b2bua
     b2bua.router.billing = FakeGate(Authorization("k", max_seconds=90, warn_at=30))  # type: ignore[union-attr]
     anchor = WarnRecorder(net)
     b2bua.media = anchor
-    alice.invite("02071234567")
-    dialog = Dialog.from_uac(alice.invite_request, alice.responses[-1])
-    alice.layer.send_stateless(dialog.create_request("ACK", via=_via(alice)), PBX)
-    net.run()
-    (call,) = net.core.calls
+    call = _answered(net, alice, "02071234567")
     assert call.answered is not None and call.due <= call.answered + 30
     net.advance(29.5, step=0.25)
     assert anchor.warned == []
@@ -156,11 +162,7 @@ def test_a_card_call_is_warned_counting_from_its_callees_answer() -> None:
     b2bua.services = host = FakeServices()
     anchor = PrepareRecorder(net)
     b2bua.media = anchor
-    alice.invite("500")
-    dialog = Dialog.from_uac(alice.invite_request, alice.responses[-1])
-    alice.layer.send_stateless(dialog.create_request("ACK", via=_via(alice)), PBX)
-    net.run()
-    (call,) = net.core.calls
+    call = _answered(net, alice, "500")
     assert call.service == "card:main" and call.answered is not None
     card = CardUse(5, 1, "9000", rate_table_id=None, dial_plan_id=None, currency="USD")
     gate = FakeGate(Authorization("k"))
